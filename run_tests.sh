@@ -1,0 +1,333 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# One command from a kernel source tree to a verdict: build a debug kernel
+# with test_hmm, boot it in QEMU with the tests in a busybox initramfs, and
+# judge the KTAP and the kernel console. See README.
+set -uo pipefail
+
+EXIT_PASS=0
+EXIT_FAIL=1
+EXIT_USAGE=2
+EXIT_INFRA=3
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+RUNNER=$REPO/selftests/runner
+SERIES=7.2
+
+usage() {
+	cat <<EOF
+usage: $0 [options]
+
+Build a debug kernel with test_hmm, boot it in QEMU and run the
+device-private large folio tests. Exit status: 0 all passed, 1 a test
+failed or the kernel misbehaved, 2 bad usage, 3 infrastructure error.
+
+Kernel:
+  --ksrc DIR           kernel source tree to build (default: Debian's
+                       linux-source-$SERIES, downloaded into the cache)
+  --kernel BZIMAGE     boot this kernel instead of building one; needs --kbuild
+  --kbuild DIR         the build dir of --kernel (.config, modules, headers)
+  --series VER         Debian linux-source version to fetch (default $SERIES)
+  --jobs N             parallel build jobs (default: nproc)
+
+Tests:
+  --filter GLOB        run only tests whose fixture.variant.test matches GLOB
+  --timeout SEC        whole guest run (default 1500)
+  --test-timeout SEC   per test program (default: selftests/mm/settings)
+
+Guest:
+  --accel auto|kvm|tcg QEMU accelerator (default auto: KVM only if a probe
+                       guest really boots with it, else TCG)
+  --memory MB          guest memory, split over two NUMA nodes (default 2048)
+
+Output:
+  --output DIR         keep logs here (default: <cache>/runs/<time>)
+  --cache DIR          cache for sources and builds
+                       (default \${XDG_CACHE_HOME:-~/.cache}/hmm-folio)
+  --raw                print the guest's KTAP as it arrives
+  -h, --help           this text
+EOF
+}
+
+die_usage() {
+	echo "run_tests.sh: $*" >&2
+	echo "run_tests.sh: try --help" >&2
+	exit $EXIT_USAGE
+}
+
+die_infra() {
+	echo "run_tests.sh: error: $*" >&2
+	exit $EXIT_INFRA
+}
+
+log() { echo "==> $*"; }
+
+# Run "$@" with output to $1's log file; print a line every 30 s so that a
+# long step is never silent; on failure show the tail of the log.
+LOGFILE=
+run_logged() {
+	local what=$1 logf=$2 start=$SECONDS next=$((SECONDS + 30)) pid rc
+	shift 2
+	"$@" >"$logf" 2>&1 &
+	pid=$!
+	while kill -0 $pid 2>/dev/null; do
+		sleep 1
+		if (( SECONDS >= next )); then
+			echo "    ... $what: $((SECONDS - start)) s"
+			next=$((next + 30))
+		fi
+	done
+	wait $pid
+	rc=$?
+	if [ $rc -ne 0 ]; then
+		echo "---- last lines of $logf ----" >&2
+		tail -n 25 "$logf" >&2
+		return $rc
+	fi
+}
+
+ksrc=
+kernel=
+kbuild=
+filter=
+timeout=1500
+test_timeout=
+accel=auto
+memory=2048
+outdir=
+cache=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/hmm-folio
+raw=0
+jobs=$(nproc 2>/dev/null || echo 2)
+
+need_arg() { [ $# -ge 2 ] && [ -n "$2" ] || die_usage "$1 needs an argument"; }
+while [ $# -gt 0 ]; do
+	case $1 in
+	--ksrc) need_arg "$@"; ksrc=$2; shift 2 ;;
+	--kernel) need_arg "$@"; kernel=$2; shift 2 ;;
+	--kbuild) need_arg "$@"; kbuild=$2; shift 2 ;;
+	--series) need_arg "$@"; SERIES=$2; shift 2 ;;
+	--jobs) need_arg "$@"; jobs=$2; shift 2 ;;
+	--filter) need_arg "$@"; filter=$2; shift 2 ;;
+	--timeout) need_arg "$@"; timeout=$2; shift 2 ;;
+	--test-timeout) need_arg "$@"; test_timeout=$2; shift 2 ;;
+	--accel) need_arg "$@"; accel=$2; shift 2 ;;
+	--memory) need_arg "$@"; memory=$2; shift 2 ;;
+	--output|--keep) need_arg "$@"; outdir=$2; shift 2 ;;
+	--cache) need_arg "$@"; cache=$2; shift 2 ;;
+	--raw) raw=1; shift ;;
+	-h|--help) usage; exit 0 ;;
+	*) die_usage "unknown option: $1" ;;
+	esac
+done
+
+is_num() { [[ $1 =~ ^[1-9][0-9]*$ ]]; }
+is_num "$timeout" || die_usage "--timeout takes a number of seconds"
+[ -z "$test_timeout" ] || is_num "$test_timeout" ||
+	die_usage "--test-timeout takes a number of seconds"
+is_num "$jobs" || die_usage "--jobs takes a number"
+is_num "$memory" && [ "$memory" -ge 512 ] || die_usage "--memory takes MB >= 512"
+case $accel in auto|kvm|tcg) ;; *) die_usage "--accel takes auto, kvm or tcg" ;; esac
+[[ $filter =~ [[:space:]] ]] && die_usage "--filter takes a glob without spaces"
+if [ -n "$kernel" ] || [ -n "$kbuild" ]; then
+	[ -n "$kernel" ] && [ -n "$kbuild" ] || die_usage "--kernel and --kbuild go together"
+	[ -f "$kernel" ] || die_usage "--kernel: no such file: $kernel"
+	[ -f "$kbuild/.config" ] || die_usage "--kbuild: no .config in $kbuild"
+	kernel=$(realpath "$kernel")
+	kbuild=$(realpath "$kbuild")
+fi
+if [ -n "$ksrc" ]; then
+	[ -f "$ksrc/Makefile" ] && [ -f "$ksrc/mm/memremap.c" ] ||
+		die_usage "--ksrc: not a kernel source tree: $ksrc"
+	ksrc=$(realpath "$ksrc")
+fi
+
+# Host tools, with the Debian package that has each.
+missing=
+for t in make:make gcc:gcc flex:flex bison:bison bc:bc cpio:cpio gzip:gzip \
+	 python3:python3 readelf:binutils qemu-system-x86_64:qemu-system-x86 \
+	 busybox:busybox-static perl:perl; do
+	command -v "${t%%:*}" >/dev/null || missing="$missing ${t#*:}"
+done
+[ -r /usr/include/libelf.h ] || missing="$missing libelf-dev"
+[ -r /usr/include/openssl/ssl.h ] || missing="$missing libssl-dev"
+[ -z "$missing" ] || die_infra "missing host packages:$missing (apt-get install$missing)"
+busybox_bin=$(command -v busybox)
+readelf -l "$busybox_bin" 2>/dev/null | grep -q "Requesting program interpreter" &&
+	die_infra "$busybox_bin is dynamically linked: install busybox-static"
+
+mkdir -p "$cache" || die_infra "cannot create cache dir $cache"
+cache=$(realpath "$cache")
+[ -n "$outdir" ] || outdir=$cache/runs/$(date +%Y%m%d-%H%M%S)
+mkdir -p "$outdir" || die_infra "cannot create output dir $outdir"
+outdir=$(realpath "$outdir")
+log "output in $outdir"
+
+# --- 1. kernel source ------------------------------------------------------
+if [ -n "$kbuild" ] && [ -z "$ksrc" ]; then
+	if [ -L "$kbuild/source" ]; then
+		ksrc=$(realpath "$kbuild/source")
+	elif [ -f "$kbuild/mm/memremap.c" ]; then
+		ksrc=$kbuild
+	else
+		die_usage "--kbuild $kbuild has no 'source' link: also give --ksrc"
+	fi
+fi
+if [ -z "$ksrc" ]; then
+	log "kernel source: Debian linux-source-$SERIES (cached in $cache/src)"
+	ksrc=$("$RUNNER/fetch-ksrc.sh" "$cache" "$SERIES" | tail -n 1) ||
+		die_infra "could not fetch linux-source-$SERIES"
+fi
+kver=$(make -s -C "$ksrc" kernelversion 2>/dev/null) || die_infra "cannot read the version of $ksrc"
+log "kernel source: $ksrc ($kver)"
+
+# --- 2. kernel build -------------------------------------------------------
+fragments=("$REPO"/configs/*.config)
+check_config() {
+	local cfg=$1 bad=
+	for l in $(grep -h '^CONFIG_' "${fragments[@]}"); do
+		grep -qx "$l" "$cfg" || bad="$bad ${l}"
+	done
+	[ -z "$bad" ] || die_infra "required options not set in $cfg:$bad"
+}
+
+if [ -z "$kbuild" ]; then
+	key=$( (echo "$kver"; cat "${fragments[@]}"; gcc --version | head -n 1) |
+		sha256sum | cut -c1-12)
+	kbuild=$cache/build/$kver-$key
+	mkdir -p "$kbuild"
+	if [ ! -f "$kbuild/.config" ]; then
+		log "configuring $kbuild (tinyconfig + configs/*.config)"
+		run_logged "configure" "$outdir/config.log" bash -c '
+			make -C "$1" O="$2" tinyconfig &&
+			"$1"/scripts/kconfig/merge_config.sh -m -O "$2" "$2"/.config "${@:3}" &&
+			make -C "$1" O="$2" olddefconfig' _ "$ksrc" "$kbuild" "${fragments[@]}" ||
+			{ rm -f "$kbuild/.config"; die_infra "kernel configuration failed"; }
+	fi
+	check_config "$kbuild/.config"
+	[ -f "$kbuild/arch/x86/boot/bzImage" ] &&
+		log "building kernel (incremental)" ||
+		log "building kernel (cold build: about 10 minutes on 2 cores)"
+	run_logged "kernel build" "$outdir/build.log" \
+		make -C "$ksrc" O="$kbuild" -j"$jobs" bzImage modules ||
+		die_infra "kernel build failed (log: $outdir/build.log)"
+	kernel=$kbuild/arch/x86/boot/bzImage
+else
+	check_config "$kbuild/.config"
+fi
+[ -f "$kbuild/lib/test_hmm.ko" ] || die_infra "no lib/test_hmm.ko in $kbuild (CONFIG_TEST_HMM=m, make modules)"
+
+if [ ! -f "$kbuild/usr/include/linux/mman.h" ]; then
+	log "installing uapi headers into $kbuild/usr"
+	run_logged "headers" "$outdir/headers.log" \
+		make -C "$ksrc" O="$kbuild" headers ||
+		die_infra "make headers failed (log: $outdir/headers.log)"
+fi
+
+# --- 3. tests --------------------------------------------------------------
+log "building the tests"
+tests_out=$outdir/tests
+run_logged "tests build" "$outdir/tests-build.log" \
+	make -C "$REPO/selftests/mm" KSRC="$ksrc" OUTPUT="$tests_out" \
+	KHDR_INCLUDES="-isystem $kbuild/usr/include" ||
+	die_infra "building the tests failed (log: $outdir/tests-build.log)"
+progs=$(make -s -C "$REPO/selftests/mm" KSRC="$ksrc" list)
+
+# --- 4. initramfs ----------------------------------------------------------
+root=$outdir/initramfs
+rm -rf "$root"
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,tests,modules}
+cp "$busybox_bin" "$root/bin/busybox"
+cp "$RUNNER/guest-init.sh" "$root/init"
+cp "$kbuild/lib/test_hmm.ko" "$root/modules/"
+cp "$REPO/selftests/mm/settings" "$root/tests/"
+for p in $progs; do cp "$tests_out/$p" "$root/tests/"; done
+echo "$progs" >"$root/tests/list"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$outdir/initramfs.cpio.gz" ||
+	die_infra "cannot build the initramfs"
+
+# --- 5. boot ---------------------------------------------------------------
+qemu=(qemu-system-x86_64 -nodefaults -display none -no-reboot
+	-m "$memory" -smp 2,sockets=2,cores=1,threads=1
+	-object memory-backend-ram,id=m0,size=$((memory / 2))M
+	-object memory-backend-ram,id=m1,size=$((memory - memory / 2))M
+	-numa node,nodeid=0,cpus=0,memdev=m0
+	-numa node,nodeid=1,cpus=1,memdev=m1
+	-kernel "$kernel" -initrd "$outdir/initramfs.cpio.gz")
+cmdline="console=ttyS0 panic=-1 oops=panic loglevel=7 hmmfolio.filter=$filter"
+[ -z "$test_timeout" ] || cmdline="$cmdline hmmfolio.timeout=$test_timeout"
+
+# /dev/kvm can exist and still not work (a guest that hangs after the BIOS):
+# believe KVM only when a guest prints the kernel banner with it.
+kvm_works() {
+	[ -r /dev/kvm ] && [ -w /dev/kvm ] || return 1
+	local probe=$outdir/kvm-probe.log
+	timeout 15 "${qemu[@]}" -accel kvm -serial "file:$probe" \
+		-append "console=ttyS0 panic=-1 rdinit=/bin/false" >/dev/null 2>&1 &
+	local pid=$! i
+	for i in $(seq 1 20); do
+		sleep 0.5
+		grep -q "Linux version" "$probe" 2>/dev/null && break
+	done
+	kill $pid 2>/dev/null
+	wait $pid 2>/dev/null
+	grep -q "Linux version" "$probe" 2>/dev/null
+}
+case $accel in
+auto)
+	if kvm_works; then accel=kvm; log "accelerator: KVM (probe guest booted)"
+	else accel=tcg; log "accelerator: TCG (KVM missing or its probe guest did not boot)"; fi ;;
+kvm)
+	[ -w /dev/kvm ] || die_infra "--accel kvm: /dev/kvm is not usable" ;;
+tcg) log "accelerator: TCG" ;;
+esac
+qemu+=(-accel "$accel")
+
+console=$outdir/console.log
+ktap=$outdir/ktap.log
+: >"$console"
+: >"$ktap"
+log "booting $kernel (timeout ${timeout}s)"
+start=$SECONDS
+"${qemu[@]}" -serial "file:$console" -serial "file:$ktap" -append "$cmdline" \
+	>"$outdir/qemu.log" 2>&1 &
+qpid=$!
+echo "$cmdline" >"$outdir/cmdline"
+
+# Follow the KTAP: every result line (or everything with --raw).
+tail -n +1 -F --pid=$qpid "$ktap" 2>/dev/null | while IFS= read -r line; do
+	if [ $raw = 1 ]; then
+		echo "    $line"
+	else
+		case $line in
+		"# ok "*|"# not ok "*|"ok "*|"not ok "*|"Bail out"*) echo "    ${line#\# }" ;;
+		esac
+	fi
+done &
+follower=$!
+
+timed_out=
+while kill -0 $qpid 2>/dev/null; do
+	if (( SECONDS - start >= timeout )); then
+		timed_out=--timed-out
+		kill $qpid 2>/dev/null
+		sleep 1
+		kill -9 $qpid 2>/dev/null
+		break
+	fi
+	sleep 1
+done
+wait $qpid 2>/dev/null
+qrc=$?
+wait $follower 2>/dev/null
+log "guest ran $((SECONDS - start)) s ($accel)"
+if [ ! -s "$console" ] && [ -z "$timed_out" ] && [ $qrc -ne 0 ]; then
+	cat "$outdir/qemu.log" >&2
+	die_infra "QEMU failed to start (exit $qrc)"
+fi
+
+# --- 6. verdict ------------------------------------------------------------
+echo "logs: $outdir (console.log, ktap.log)"
+echo
+python3 "$RUNNER/verdict.py" --ktap "$ktap" --console "$console" $timed_out
+exit $?

@@ -1,0 +1,311 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Helpers shared by the device-private large folio tests.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include "vm_util.h"
+#include "hugepage_settings.h"
+#include "hmm_folio_util.h"
+
+int hmm_folio_open(int unit, const char **why)
+{
+	char path[64];
+	int fd;
+
+	snprintf(path, sizeof(path), "/dev/hmm_dmirror%d", unit);
+	fd = open(path, O_RDWR);
+	if (fd >= 0)
+		return fd;
+	fd = -errno;
+	if (fd == -ENOENT || fd == -ENODEV || fd == -ENXIO)
+		*why = "no test_hmm device (/dev/hmm_dmirror*): load test_hmm";
+	else if (fd == -EACCES || fd == -EPERM)
+		*why = "cannot open /dev/hmm_dmirror*: not root";
+	else
+		*why = "cannot open /dev/hmm_dmirror*";
+	return fd;
+}
+
+int hmm_folio_cmd(int fd, unsigned long request, void *addr, void *mirror,
+		  unsigned long npages, struct hmm_dmirror_cmd *out)
+{
+	struct hmm_dmirror_cmd cmd = {
+		.addr = (uintptr_t)addr,
+		.ptr = (uintptr_t)mirror,
+		.npages = npages,
+	};
+
+	while (ioctl(fd, request, &cmd)) {
+		if (errno != EINTR)
+			return -errno;
+	}
+	if (out)
+		*out = cmd;
+	return 0;
+}
+
+/* splitmix64 finaliser: neighbouring addresses get unrelated tags. */
+uint64_t hmm_folio_tag(uintptr_t addr, unsigned int gen)
+{
+	uint64_t z = addr + (uint64_t)gen * 0x9e3779b97f4a7c15ULL;
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+void hmm_folio_fill(void *buf, size_t size, uintptr_t addr, unsigned int gen)
+{
+	uint64_t *p = buf;
+	size_t i;
+
+	for (i = 0; i < size / sizeof(*p); i++)
+		p[i] = hmm_folio_tag(addr + i * sizeof(*p), gen);
+}
+
+unsigned long hmm_folio_check(const void *buf, size_t size, uintptr_t addr,
+			      unsigned int gen, const char *what)
+{
+	const size_t words = psize() / sizeof(uint64_t);
+	const uint64_t *p = buf;
+	unsigned long bad = 0;
+	size_t pg, i;
+
+	for (pg = 0; pg < size / psize(); pg++) {
+		for (i = pg * words; i < (pg + 1) * words; i++) {
+			uint64_t want = hmm_folio_tag(addr + i * sizeof(*p), gen);
+
+			if (p[i] == want)
+				continue;
+			if (!bad)
+				fprintf(stderr,
+					"# %s: page %zu word %zu: expected %#llx (gen %u) found %#llx\n",
+					what, pg, i % words,
+					(unsigned long long)want, gen,
+					(unsigned long long)p[i]);
+			bad++;
+			break;
+		}
+	}
+	if (bad)
+		fprintf(stderr, "# %s: %lu of %zu pages bad\n", what, bad,
+			size / psize());
+	return bad;
+}
+
+void *hmm_folio_map_aligned(size_t size)
+{
+	char *p, *aligned;
+
+	p = mmap(NULL, 2 * size, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	aligned = (char *)(((uintptr_t)p + size - 1) & ~(size - 1));
+	/* Trim so that the range is a VMA of its own, like a driver's buffer. */
+	if (aligned > p)
+		munmap(p, aligned - p);
+	munmap(aligned + size, p + size - aligned);
+	if (madvise(aligned, size, MADV_HUGEPAGE)) {
+		munmap(aligned, size);
+		return NULL;
+	}
+	return aligned;
+}
+
+void hmm_folio_unmap_aligned(void *p, size_t size)
+{
+	munmap(p, size);
+}
+
+/*
+ * THP settings as the harness process found them, and a flag the tests (in
+ * forked children) set in shared memory once they changed any: only then does
+ * the harness process write the saved settings back at exit, so a run that
+ * skips everything never writes sysfs.
+ */
+static struct thp_settings thp_saved;
+static bool *thp_dirty;
+static pid_t thp_owner;
+
+static void hmm_folio_restore_thp(void)
+{
+	if (getpid() == thp_owner && thp_dirty && *thp_dirty) {
+		thp_write_settings(&thp_saved);
+		*thp_dirty = false;
+	}
+}
+
+static void hmm_folio_restore_thp_signal(int sig)
+{
+	exit(128 + sig);	/* runs hmm_folio_restore_thp() */
+}
+
+/* Runs in the harness process, before any test forks off it. */
+static void __attribute__((constructor)) hmm_folio_save_thp(void)
+{
+	void *p;
+
+	if (!thp_available())
+		return;
+	p = mmap(NULL, sizeof(*thp_dirty), PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return;
+	thp_dirty = p;
+	thp_owner = getpid();
+	thp_read_settings(&thp_saved);
+	atexit(hmm_folio_restore_thp);
+	signal(SIGTERM, hmm_folio_restore_thp_signal);
+	signal(SIGINT, hmm_folio_restore_thp_signal);
+	signal(SIGHUP, hmm_folio_restore_thp_signal);
+}
+
+bool hmm_folio_thp_setup(const char **why)
+{
+	struct thp_settings s;
+	unsigned long pmd_order;
+
+	if (!thp_available()) {
+		*why = "THP not available (CONFIG_TRANSPARENT_HUGEPAGE)";
+		return false;
+	}
+	if (!read_pmd_pagesize()) {
+		*why = "cannot read the PMD size of THP";
+		return false;
+	}
+	if (geteuid() != 0) {
+		*why = "changing THP settings needs root";
+		return false;
+	}
+	if (!thp_dirty) {
+		*why = "THP settings could not be saved";
+		return false;
+	}
+	pmd_order = sz2ord(read_pmd_pagesize(), psize());
+	thp_read_settings(&s);
+	s.thp_enabled = THP_MADVISE;
+	s.thp_defrag = THP_DEFRAG_MADVISE;
+	if (pmd_order < NR_ORDERS)
+		s.hugepages[pmd_order].enabled = THP_INHERIT;
+	*thp_dirty = true;
+	thp_write_settings(&s);
+	return true;
+}
+
+/*
+ * What a kernel says when something went wrong. Keep in sync with
+ * SPLAT_PATTERNS in selftests/runner/verdict.py (make check compares them).
+ */
+static const char * const splat_patterns[] = {
+	"BUG:",
+	"WARNING:",
+	"kernel BUG at",
+	"Bad page state",
+	"Bad page map",
+	"Oops",
+	"page dumped because",
+	"VM_BUG_ON",
+	"list_add corruption",
+	"list_del corruption",
+	"refcount_t:",
+	"general protection fault",
+	"Kernel panic",
+	"Call Trace:",
+	"blocked for more than",
+	"rcu_sched self-detected stall",
+};
+
+const char *hmm_folio_splat(const char *line)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(splat_patterns) / sizeof(splat_patterns[0]); i++)
+		if (strstr(line, splat_patterns[i]))
+			return splat_patterns[i];
+	return NULL;
+}
+
+/* Taint bits a test must not set: BAD_PAGE, DIE, WARN, SOFTLOCKUP. */
+#define HMM_FOLIO_BAD_TAINT	((1UL << 5) | (1UL << 7) | (1UL << 9) | (1UL << 14))
+
+static unsigned long read_taint(void)
+{
+	unsigned long t = 0;
+	FILE *f = fopen("/proc/sys/kernel/tainted", "r");
+
+	if (f) {
+		if (fscanf(f, "%lu", &t) != 1)
+			t = 0;
+		fclose(f);
+	}
+	return t;
+}
+
+int hmm_folio_kmsg_begin(struct hmm_folio_kmsg *k, const char **why)
+{
+	k->fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
+	if (k->fd < 0) {
+		*why = errno == EACCES || errno == EPERM ?
+			"cannot read /dev/kmsg: not root" :
+			"cannot open /dev/kmsg (CONFIG_PRINTK)";
+		return -1;
+	}
+	if (lseek(k->fd, 0, SEEK_END) < 0) {
+		close(k->fd);
+		k->fd = -1;
+		*why = "cannot seek /dev/kmsg";
+		return -1;
+	}
+	k->taint = read_taint();
+	return 0;
+}
+
+int hmm_folio_kmsg_check(struct hmm_folio_kmsg *k)
+{
+	char rec[8192];
+	unsigned long taint;
+	int splats = 0;
+
+	if (k->fd < 0)
+		return 0;
+	for (;;) {
+		ssize_t n = read(k->fd, rec, sizeof(rec) - 1);
+		char *msg;
+
+		if (n < 0 && errno == EPIPE)	/* overwritten records: go on */
+			continue;
+		if (n <= 0)
+			break;
+		rec[n] = '\0';
+		msg = strchr(rec, ';');
+		msg = msg ? msg + 1 : rec;
+		msg[strcspn(msg, "\n")] = '\0';
+		if (hmm_folio_splat(msg)) {
+			fprintf(stderr, "# kernel log: %s\n", msg);
+			splats++;
+		}
+	}
+	taint = read_taint() & ~k->taint & HMM_FOLIO_BAD_TAINT;
+	if (taint) {
+		fprintf(stderr, "# kernel tainted during the test: %#lx\n", taint);
+		splats++;
+	}
+	return splats;
+}
+
+void hmm_folio_kmsg_end(struct hmm_folio_kmsg *k)
+{
+	if (k->fd >= 0)
+		close(k->fd);
+	k->fd = -1;
+}

@@ -1,0 +1,141 @@
+#!/bin/busybox sh
+# SPDX-License-Identifier: GPL-2.0
+#
+# /init of the test guest. Kernel messages go to ttyS0 (the console); test
+# output goes to ttyS1 as kselftest KTAP, so the two never interleave.
+#
+# Kernel command line parameters read here:
+#   hmmfolio.filter=GLOB      run only tests (fixture.variant.test) matching GLOB
+#   hmmfolio.timeout=SEC      per test program; default from /tests/settings
+#   hmmfolio.module=FILE      module to load (default /modules/test_hmm.ko)
+
+/bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t tmpfs tmpfs /tmp
+
+filter=
+timeout=
+module=/modules/test_hmm.ko
+for arg in $(cat /proc/cmdline); do
+	case $arg in
+	hmmfolio.filter=*) filter=${arg#hmmfolio.filter=} ;;
+	hmmfolio.timeout=*) timeout=${arg#hmmfolio.timeout=} ;;
+	hmmfolio.module=*) module=${arg#hmmfolio.module=} ;;
+	esac
+done
+[ -n "$timeout" ] || timeout=$(sed -n 's/^timeout=//p' /tests/settings 2>/dev/null)
+[ -n "$timeout" ] || timeout=900
+
+exec 3>/dev/ttyS1
+out() { echo "$*" >&3; }
+
+finish() {
+	out "# hmmfolio: guest done"
+	sync
+	echo o >/proc/sysrq-trigger 2>/dev/null
+	poweroff -f
+}
+
+# Is process $1 still running (and not a zombie waiting for wait)?
+alive() {
+	[ -r /proc/$1/stat ] || return 1
+	! grep -q '^[0-9]* ([^)]*) Z' /proc/$1/stat
+}
+
+# Run one program, its output prefixed with "# ", killed after $timeout s.
+# Prints nothing itself; returns the program's status, 124 on timeout.
+run_prog() {
+	fifo=/tmp/out.$$
+	rm -f $fifo && mkfifo $fifo
+	(while IFS= read -r line; do echo "# $line"; done <$fifo >&3) &
+	reader=$!
+	"$@" >$fifo 2>&1 </dev/null &
+	pid=$!
+	waited=0
+	while alive $pid; do
+		if [ $waited -ge $timeout ]; then
+			echo "# hmmfolio: $1 timed out after ${timeout}s, dumping blocked tasks" >&3
+			echo w >/proc/sysrq-trigger
+			kill -9 -$pid $pid 2>/dev/null
+			wait $pid
+			wait $reader
+			rm -f $fifo
+			return 124
+		fi
+		sleep 1
+		waited=$((waited + 1))
+	done
+	wait $pid
+	rc=$?
+	wait $reader
+	rm -f $fifo
+	return $rc
+}
+
+# fixture.variant.test names of a kselftest_harness program, from its -l
+# table ("%-20s %-25s %s" rows that zip the variants and the tests).
+list_tests() {
+	"$1" -l 2>&1 | awk '
+	function flush(i, j) {
+		for (i = 1; i <= (nv ? nv : 1); i++)
+			for (j = 1; j <= nt; j++)
+				print f "." (nv ? V[i] "." : "") T[j]
+		nv = 0; nt = 0
+	}
+	/^# FIXTURE/ { next }
+	/^-----/ { flush(); next }
+	{
+		a = substr($0, 1, 21); b = substr($0, 22, 26); c = substr($0, 48)
+		gsub(/ /, "", a); gsub(/ /, "", b); gsub(/ /, "", c)
+		if (a != "") f = a
+		if (b != "") V[++nv] = b
+		if (c != "") T[++nt] = c
+	}
+	END { flush() }'
+}
+
+out "TAP version 13"
+if ! insmod "$module" 2>/tmp/insmod.err; then
+	out "Bail out! cannot load $module: $(cat /tmp/insmod.err)"
+	finish
+fi
+
+cd /tests
+progs=$(cat /tests/list)
+set -- $progs
+out "1..$#"
+n=0
+for prog in $progs; do
+	n=$((n + 1))
+	args=
+	if [ -n "$filter" ]; then
+		sel=
+		for t in $(list_tests ./$prog); do
+			case $t in
+			$filter) sel="$sel -r $t" ;;
+			esac
+		done
+		if [ -z "$sel" ]; then
+			out "ok $n selftests: mm: $prog # SKIP no test matches $filter"
+			continue
+		fi
+		args=$sel
+	fi
+	out "# selftest: mm: $prog"
+	run_prog ./$prog $args
+	rc=$?
+	case $rc in
+	0) out "ok $n selftests: mm: $prog" ;;
+	4) out "ok $n selftests: mm: $prog # SKIP" ;;
+	124) out "not ok $n selftests: mm: $prog # TIMEOUT ${timeout} seconds" ;;
+	*) out "not ok $n selftests: mm: $prog # exit=$rc" ;;
+	esac
+done
+
+if ! rmmod "${module##*/}" 2>/tmp/rmmod.err; then
+	out "# hmmfolio: rmmod failed: $(cat /tmp/rmmod.err)"
+fi
+finish
