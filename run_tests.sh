@@ -31,6 +31,10 @@ Kernel:
   --series VER         Debian linux-source version to fetch (default $SERIES)
   --jobs N             parallel build jobs (default: nproc)
 
+  --mutation PATCH     also build a kernel with PATCH (a bug re-introduced in
+                       the cached Debian source, see selftests/mutations) and
+                       run the tests on that one; the source is restored after
+
 Tests:
   --filter GLOB        run only tests whose fixture.variant.test matches GLOB
   --timeout SEC        whole guest run (default 1500)
@@ -91,6 +95,7 @@ ksrc=
 kernel=
 kbuild=
 filter=
+mutation=
 timeout=1500
 test_timeout=
 accel=auto
@@ -108,6 +113,7 @@ while [ $# -gt 0 ]; do
 	--kbuild) need_arg "$@"; kbuild=$2; shift 2 ;;
 	--series) need_arg "$@"; SERIES=$2; shift 2 ;;
 	--jobs) need_arg "$@"; jobs=$2; shift 2 ;;
+	--mutation) need_arg "$@"; mutation=$2; shift 2 ;;
 	--filter) need_arg "$@"; filter=$2; shift 2 ;;
 	--timeout) need_arg "$@"; timeout=$2; shift 2 ;;
 	--test-timeout) need_arg "$@"; test_timeout=$2; shift 2 ;;
@@ -135,6 +141,12 @@ if [ -n "$kernel" ] || [ -n "$kbuild" ]; then
 	[ -f "$kbuild/.config" ] || die_usage "--kbuild: no .config in $kbuild"
 	kernel=$(realpath "$kernel")
 	kbuild=$(realpath "$kbuild")
+fi
+if [ -n "$mutation" ]; then
+	[ -f "$mutation" ] || die_usage "--mutation: no such file: $mutation"
+	[ -z "$ksrc$kernel" ] ||
+		die_usage "--mutation patches the cached Debian source: not with --ksrc or --kernel"
+	mutation=$(realpath "$mutation")
 fi
 if [ -n "$ksrc" ]; then
 	[ -f "$ksrc/Makefile" ] && [ -f "$ksrc/mm/memremap.c" ] ||
@@ -222,6 +234,16 @@ if [ ! -f "$kbuild/usr/include/linux/mman.h" ]; then
 	run_logged "headers" "$outdir/headers.log" \
 		make -C "$ksrc" O="$kbuild" headers ||
 		die_infra "make headers failed (log: $outdir/headers.log)"
+fi
+
+if [ -n "$mutation" ]; then
+	log "mutation: building with $(basename "$mutation") applied (incremental)"
+	run_logged "mutant build" "$outdir/mutant-build.log" \
+		"$RUNNER/mutant-build.sh" "$ksrc" "$kbuild" "$mutation" "$jobs" ||
+		die_infra "building the mutant kernel failed (log: $outdir/mutant-build.log)"
+	kbuild=$(tail -n 1 "$outdir/mutant-build.log")
+	kernel=$kbuild/arch/x86/boot/bzImage
+	echo "$mutation" >"$outdir/mutation"
 fi
 
 # --- 3. tests --------------------------------------------------------------

@@ -188,13 +188,16 @@ def judge(ktap, console, timed_out=False, out=sys.stdout):
 
     for p in problems:
         print(f"FAIL  {p}", file=out)
-    shown = 0
+    shown, shown_to = 0, 0
     for no, pat, line in hits:
         if shown >= 3:
             break
+        if no <= shown_to:
+            continue
         print(f"\n--- console line {no} (matches '{pat}') ---", file=out)
         print("\n".join(excerpt(console, no)), file=out)
         shown += 1
+        shown_to = no + 25
     if (timed_out or not run.done) and not hits:
         print("\n--- last console lines ---", file=out)
         print("\n".join(console.splitlines()[-30:]), file=out)
