@@ -227,7 +227,7 @@ if [ -z "$kbuild" ]; then
 else
 	check_config "$kbuild/.config"
 fi
-[ -f "$kbuild/lib/test_hmm.ko" ] || die_infra "no lib/test_hmm.ko in $kbuild (CONFIG_TEST_HMM=m, make modules)"
+[ -f "$kbuild/Module.symvers" ] || die_infra "no Module.symvers in $kbuild: build the kernel and its modules first"
 
 if [ ! -f "$kbuild/usr/include/linux/mman.h" ]; then
 	log "installing uapi headers into $kbuild/usr"
@@ -246,12 +246,17 @@ if [ -n "$mutation" ]; then
 	echo "$mutation" >"$outdir/mutation"
 fi
 
+log "building test_hmm.ko with the lib/test_hmm patches"
+run_logged "module build" "$outdir/module-build.log" \
+	"$RUNNER/build-module.sh" "$ksrc" "$kbuild" "$outdir/module" ||
+	die_infra "building test_hmm.ko failed (log: $outdir/module-build.log)"
+
 # --- 3. tests --------------------------------------------------------------
 log "building the tests"
 tests_out=$outdir/tests
 run_logged "tests build" "$outdir/tests-build.log" \
 	make -C "$REPO/selftests/mm" KSRC="$ksrc" OUTPUT="$tests_out" \
-	KHDR_INCLUDES="-isystem $kbuild/usr/include" ||
+	KHDR_INCLUDES="-isystem $kbuild/usr/include" HMM_UAPI="$outdir/module" ||
 	die_infra "building the tests failed (log: $outdir/tests-build.log)"
 progs=$(make -s -C "$REPO/selftests/mm" KSRC="$ksrc" list)
 
@@ -261,7 +266,7 @@ rm -rf "$root"
 mkdir -p "$root"/{bin,dev,proc,sys,tmp,tests,modules}
 cp "$busybox_bin" "$root/bin/busybox"
 cp "$RUNNER/guest-init.sh" "$root/init"
-cp "$kbuild/lib/test_hmm.ko" "$root/modules/"
+cp "$outdir/module/lib/test_hmm.ko" "$root/modules/"
 cp "$REPO/selftests/mm/settings" "$root/tests/"
 for p in $progs; do cp "$tests_out/$p" "$root/tests/"; done
 echo "$progs" >"$root/tests/list"

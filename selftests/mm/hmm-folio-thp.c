@@ -66,14 +66,9 @@ FIXTURE_SETUP(thp)
 {
 	const char *why = NULL;
 
-	self->fd = -1;
 	self->mirror = NULL;
-	if (hmm_folio_kmsg_begin(&self->kmsg, &why))
-		SKIP(return, "%s", why);
-	self->fd = hmm_folio_open(0, &why);
-	if (self->fd < 0)
-		SKIP(return, "%s", why);
-	if (!hmm_folio_thp_setup(&why))
+	if (!hmm_folio_fixture_open(&self->kmsg, &self->fd, HMM_FOLIO_NEED_THP,
+				    &why))
 		SKIP(return, "%s", why);
 	self->size = read_pmd_pagesize();
 	self->npages = self->size / psize();
@@ -83,17 +78,10 @@ FIXTURE_SETUP(thp)
 
 FIXTURE_TEARDOWN(thp)
 {
-	int splats = hmm_folio_kmsg_check(&self->kmsg);
+	int splats = hmm_folio_fixture_close(&self->kmsg, &self->fd);
 
-	hmm_folio_kmsg_end(&self->kmsg);
-	if (self->fd >= 0)
-		close(self->fd);
 	free(self->mirror);
-	/* Not ASSERT: teardown also runs from a failed assertion's bail-out. */
-	if (splats) {
-		TH_LOG("the kernel logged %d splat(s) during the test", splats);
-		abort();
-	}
+	HMM_FOLIO_FAIL_ON_SPLATS(splats);
 }
 
 /* A PMD-aligned THP, every page tagged with @gen. */

@@ -53,6 +53,93 @@ int hmm_folio_cmd(int fd, unsigned long request, void *addr, void *mirror,
 	return 0;
 }
 
+static int hmm_folio_ioctl(int fd, unsigned long request, void *arg)
+{
+	while (ioctl(fd, request, arg)) {
+		if (errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
+bool hmm_folio_ext_check(int fd, const char **why)
+{
+	struct hmm_dmirror_alloc_stats st;
+	int ret = hmm_folio_stats(fd, &st);
+
+	if (!ret)
+		return true;
+	if (ret == -ENOTTY || ret == -EINVAL)
+		*why = "test_hmm lacks the hmm-folio extension (lib/test_hmm patches not applied)";
+	else
+		*why = "HMM_DMIRROR_ALLOC_STATS failed";
+	return false;
+}
+
+int hmm_folio_set_policy(int fd, unsigned int policy, unsigned int *old)
+{
+	struct hmm_dmirror_policy p = { .policy = policy };
+	int ret = hmm_folio_ioctl(fd, HMM_DMIRROR_SET_POLICY, &p);
+
+	if (!ret && old)
+		*old = p.policy;
+	return ret;
+}
+
+int hmm_folio_stats(int fd, struct hmm_dmirror_alloc_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	return hmm_folio_ioctl(fd, HMM_DMIRROR_ALLOC_STATS, st);
+}
+
+int hmm_folio_devpfn(int fd, void *addr, unsigned long npages,
+		     struct hmm_dmirror_devpfn *out)
+{
+	struct hmm_dmirror_devpfn_cmd cmd = {
+		.addr = (uintptr_t)addr,
+		.npages = npages,
+		.ptr = (uintptr_t)out,
+	};
+
+	return hmm_folio_ioctl(fd, HMM_DMIRROR_DEVPFN, &cmd);
+}
+
+static const char * const hmm_folio_fields[] = {
+	"none", "zone", "pgmap", "order", "head", "compound_head", "nr_pages",
+	"refcount", "mapping", "anon_exclusive", "flags", "data",
+};
+
+long hmm_folio_check_folios(int fd, unsigned int flags, __u64 handle,
+			    void *addr, unsigned long npages)
+{
+	struct hmm_dmirror_check_cmd cmd = {
+		.handle = handle,
+		.addr = (uintptr_t)addr,
+		.npages = npages,
+		.flags = flags,
+	};
+	int ret = hmm_folio_ioctl(fd, HMM_DMIRROR_CHECK, &cmd);
+
+	if (ret)
+		return ret;
+	if (cmd.violations)
+		fprintf(stderr,
+			"# folio check: %llu violation(s) in %u folio(s); first: pfn %#llx %s expected %#llx found %#llx\n",
+			(unsigned long long)cmd.violations, cmd.folios,
+			(unsigned long long)cmd.first.pfn,
+			cmd.first.field < sizeof(hmm_folio_fields) / sizeof(char *) ?
+			hmm_folio_fields[cmd.first.field] : "?",
+			(unsigned long long)cmd.first.expected,
+			(unsigned long long)cmd.first.found);
+	return cmd.violations;
+}
+
+int hmm_folio_folio(int fd, unsigned long request,
+		    struct hmm_dmirror_folio_cmd *cmd)
+{
+	return hmm_folio_ioctl(fd, request, cmd);
+}
+
 /* splitmix64 finaliser: neighbouring addresses get unrelated tags. */
 uint64_t hmm_folio_tag(uintptr_t addr, unsigned int gen)
 {
@@ -253,6 +340,7 @@ static unsigned long read_taint(void)
 
 int hmm_folio_kmsg_begin(struct hmm_folio_kmsg *k, const char **why)
 {
+	k->taint = 0;
 	k->fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
 	if (k->fd < 0) {
 		*why = errno == EACCES || errno == EPERM ?
@@ -308,4 +396,31 @@ void hmm_folio_kmsg_end(struct hmm_folio_kmsg *k)
 	if (k->fd >= 0)
 		close(k->fd);
 	k->fd = -1;
+}
+
+bool hmm_folio_fixture_open(struct hmm_folio_kmsg *k, int *fd,
+			    unsigned int needs, const char **why)
+{
+	*fd = -1;
+	if (hmm_folio_kmsg_begin(k, why))
+		return false;
+	*fd = hmm_folio_open(0, why);
+	if (*fd < 0)
+		return false;
+	if ((needs & HMM_FOLIO_NEED_EXT) && !hmm_folio_ext_check(*fd, why))
+		return false;
+	if ((needs & HMM_FOLIO_NEED_THP) && !hmm_folio_thp_setup(why))
+		return false;
+	return true;
+}
+
+int hmm_folio_fixture_close(struct hmm_folio_kmsg *k, int *fd)
+{
+	int splats = hmm_folio_kmsg_check(k);
+
+	hmm_folio_kmsg_end(k);
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+	return splats;
 }

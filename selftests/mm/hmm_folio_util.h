@@ -29,6 +29,27 @@ int hmm_folio_cmd(int fd, unsigned long request, void *addr, void *mirror,
 		  unsigned long npages, struct hmm_dmirror_cmd *out);
 
 /*
+ * The hmm-folio extension of test_hmm (lib/test_hmm patches). A stock
+ * test_hmm answers its ioctls with ENOTTY (or EINVAL before 7.2's fix):
+ * hmm_folio_ext_check() then fails with @why fit for a SKIP.
+ */
+bool hmm_folio_ext_check(int fd, const char **why);
+int hmm_folio_set_policy(int fd, unsigned int policy, unsigned int *old);
+int hmm_folio_stats(int fd, struct hmm_dmirror_alloc_stats *st);
+/* Device page offset and folio order of each page of [addr, +npages). */
+int hmm_folio_devpfn(int fd, void *addr, unsigned long npages,
+		     struct hmm_dmirror_devpfn *out);
+/*
+ * Folio invariants (HMM_DMIRROR_CHECK with @flags); returns the number of
+ * violations (printing the first) or -errno.
+ */
+long hmm_folio_check_folios(int fd, unsigned int flags, __u64 handle,
+			    void *addr, unsigned long npages);
+/* HMM_DMIRROR_FOLIO_* on @cmd; returns 0 or -errno. */
+int hmm_folio_folio(int fd, unsigned long request,
+		    struct hmm_dmirror_folio_cmd *cmd);
+
+/*
  * Tags: every 64-bit word of a page holds a value derived from the word's
  * user address and a generation, so a page that shows up at the wrong
  * address, a stale page from an earlier generation and a partly copied page
@@ -71,6 +92,32 @@ struct hmm_folio_kmsg {
 int hmm_folio_kmsg_begin(struct hmm_folio_kmsg *k, const char **why);
 int hmm_folio_kmsg_check(struct hmm_folio_kmsg *k);
 void hmm_folio_kmsg_end(struct hmm_folio_kmsg *k);
+
+/*
+ * What every fixture opens: the kernel log watch, /dev/hmm_dmirror0 and,
+ * per @needs, the hmm-folio extension and PMD-sized THP. Returns false with
+ * @why fit for a SKIP. hmm_folio_fixture_close() closes them and returns the
+ * number of splats the kernel logged in between.
+ */
+#define HMM_FOLIO_NEED_EXT	(1U << 0)
+#define HMM_FOLIO_NEED_THP	(1U << 1)
+bool hmm_folio_fixture_open(struct hmm_folio_kmsg *k, int *fd,
+			    unsigned int needs, const char **why);
+int hmm_folio_fixture_close(struct hmm_folio_kmsg *k, int *fd);
+
+/*
+ * For a fixture teardown: a splat fails the test. Not ASSERT, since teardown
+ * also runs from the bail-out of a failed assertion.
+ */
+#define HMM_FOLIO_FAIL_ON_SPLATS(splats) do {				\
+	int __n = (splats);						\
+									\
+	if (__n) {							\
+		TH_LOG("the kernel logged %d splat(s) during the test",	\
+		       __n);						\
+		abort();						\
+	}								\
+} while (0)
 
 /* Returns the splat pattern @line matches, or NULL. */
 const char *hmm_folio_splat(const char *line);

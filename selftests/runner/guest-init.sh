@@ -45,24 +45,37 @@ alive() {
 	! grep -q '^[0-9]* ([^)]*) Z' /proc/$1/stat
 }
 
-# Run one program, its output prefixed with "# ", killed after $timeout s.
-# Prints nothing itself; returns the program's status, 124 on timeout.
+# Run one program, its output prefixed with "# ", killed after $timeout s,
+# or 20 s after it printed its totals without exiting (a task stuck in the
+# kernel at exit). A task stuck in D state cannot be killed: it is left
+# behind, after a dump of the blocked tasks, and the run goes on.
+# Returns the program's status, 124 on timeout.
 run_prog() {
 	fifo=/tmp/out.$$
-	rm -f $fifo && mkfifo $fifo
-	(while IFS= read -r line; do echo "# $line"; done <$fifo >&3) &
+	done=/tmp/done.$$
+	rm -f $fifo $done && mkfifo $fifo
+	(while IFS= read -r line; do
+		echo "# $line"
+		case $line in "# Totals:"*) : >$done ;; esac
+	done <$fifo >&3) &
 	reader=$!
 	"$@" >$fifo 2>&1 </dev/null &
 	pid=$!
 	waited=0
+	exit_wait=0
 	while alive $pid; do
-		if [ $waited -ge $timeout ]; then
-			echo "# hmmfolio: $1 timed out after ${timeout}s, dumping blocked tasks" >&3
+		[ -e $done ] && exit_wait=$((exit_wait + 1))
+		if [ $waited -ge $timeout ] || [ $exit_wait -gt 20 ]; then
+			if [ $exit_wait -gt 20 ]; then
+				echo "# hmmfolio: $1 did not exit 20s after its last test, dumping blocked tasks" >&3
+			else
+				echo "# hmmfolio: $1 timed out after ${timeout}s, dumping blocked tasks" >&3
+			fi
 			echo w >/proc/sysrq-trigger
-			kill -9 -$pid $pid 2>/dev/null
-			wait $pid
-			wait $reader
-			rm -f $fifo
+			kill -9 -$pid $pid $reader 2>/dev/null
+			sleep 2
+			alive $pid || wait $pid
+			rm -f $fifo $done
 			return 124
 		fi
 		sleep 1
@@ -70,8 +83,20 @@ run_prog() {
 	done
 	wait $pid
 	rc=$?
-	wait $reader
-	rm -f $fifo
+	# A child stuck in the kernel may still hold the pipe: do not wait on it.
+	waited=0
+	while alive $reader && [ $waited -lt 5 ]; do
+		sleep 1
+		waited=$((waited + 1))
+	done
+	if alive $reader; then
+		echo "# hmmfolio: $1 left a task behind, dumping blocked tasks" >&3
+		echo w >/proc/sysrq-trigger
+		kill -9 $reader 2>/dev/null
+	else
+		wait $reader
+	fi
+	rm -f $fifo $done
 	return $rc
 }
 

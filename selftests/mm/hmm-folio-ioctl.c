@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Argument checking of the hmm-folio extension's ioctls: every malformed
+ * request gets its documented errno, and none of them makes the kernel warn.
+ * Plus the basic contract of each ioctl on good arguments.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include "kselftest_harness.h"
+#include "vm_util.h"
+#include "hmm_folio_util.h"
+
+union hmm_folio_arg {
+	struct hmm_dmirror_policy policy;
+	struct hmm_dmirror_devpfn_cmd devpfn;
+	struct hmm_dmirror_folio_cmd folio;
+	struct hmm_dmirror_check_cmd check;
+};
+
+/* Fields the table cannot hold as constants, filled in at run time. */
+#define FIX_BUF		(1 << 0)	/* devpfn.ptr: a valid output buffer */
+#define FIX_ADDR	(1 << 1)	/* .addr: a mapped, page aligned range */
+#define FIX_PMD_ORDER1	(1 << 2)	/* folio.order: PMD order + 1 */
+#define FIX_HANDLE	(1 << 3)	/* folio/check .handle: a held folio */
+
+FIXTURE(badarg)
+{
+	struct hmm_folio_kmsg kmsg;
+	int fd;
+	char *map;
+	struct hmm_dmirror_devpfn buf[16];
+};
+
+FIXTURE_VARIANT(badarg)
+{
+	unsigned long request;
+	union hmm_folio_arg arg;
+	unsigned int fix;
+	int err;
+};
+
+#define BAD(name, req, fixups, errno_, ...)				\
+	FIXTURE_VARIANT_ADD(badarg, name) {				\
+		.request = req, .fix = fixups, .err = errno_,		\
+		.arg = { __VA_ARGS__ },					\
+	}
+
+BAD(policy_unknown, HMM_DMIRROR_SET_POLICY, 0, EINVAL, .policy = { .policy = 99 });
+BAD(policy_flags, HMM_DMIRROR_SET_POLICY, 0, EINVAL, .policy = { .flags = 1 });
+BAD(policy_reserved, HMM_DMIRROR_SET_POLICY, 0, EINVAL, .policy = { .reserved = 1 });
+BAD(devpfn_unaligned, HMM_DMIRROR_DEVPFN, FIX_BUF, EINVAL,
+	.devpfn = { .addr = 0x10001, .npages = 1 });
+BAD(devpfn_zero_pages, HMM_DMIRROR_DEVPFN, FIX_BUF | FIX_ADDR, EINVAL,
+	.devpfn = { .npages = 0 });
+BAD(devpfn_huge_npages, HMM_DMIRROR_DEVPFN, FIX_BUF | FIX_ADDR, EINVAL,
+	.devpfn = { .npages = HMM_DMIRROR_DEVPFN_MAX_PAGES + 1 });
+BAD(devpfn_wrapping, HMM_DMIRROR_DEVPFN, FIX_BUF, EINVAL,
+	.devpfn = { .addr = -4096ULL, .npages = 2 });
+BAD(devpfn_reserved, HMM_DMIRROR_DEVPFN, FIX_BUF | FIX_ADDR, EINVAL,
+	.devpfn = { .npages = 1, .reserved = 1 });
+BAD(devpfn_bad_buffer, HMM_DMIRROR_DEVPFN, FIX_ADDR, EFAULT,
+	.devpfn = { .npages = 1, .ptr = 8 });
+BAD(alloc_order_too_big, HMM_DMIRROR_FOLIO_ALLOC, FIX_PMD_ORDER1, EINVAL, .folio = { 0 });
+BAD(alloc_order_huge, HMM_DMIRROR_FOLIO_ALLOC, 0, EINVAL, .folio = { .order = ~0U });
+BAD(alloc_unknown_flag, HMM_DMIRROR_FOLIO_ALLOC, 0, EINVAL, .folio = { .flags = 1U << 7 });
+BAD(alloc_misaligned, HMM_DMIRROR_FOLIO_ALLOC, 0, EINVAL,
+	.folio = { .order = 2, .offset = 1, .flags = HMM_DMIRROR_FOLIO_AT_OFFSET });
+BAD(alloc_out_of_range, HMM_DMIRROR_FOLIO_ALLOC, 0, ERANGE,
+	.folio = { .offset = 1ULL << 40, .flags = HMM_DMIRROR_FOLIO_AT_OFFSET });
+BAD(alloc_reserved, HMM_DMIRROR_FOLIO_ALLOC, 0, EINVAL, .folio = { .reserved = { 1 } });
+BAD(free_unknown_handle, HMM_DMIRROR_FOLIO_FREE, 0, ENOENT, .folio = { .handle = 12345 });
+BAD(free_flags, HMM_DMIRROR_FOLIO_FREE, FIX_HANDLE, EINVAL, .folio = { .flags = 1 });
+BAD(fill_unknown_handle, HMM_DMIRROR_FOLIO_FILL, 0, ENOENT, .folio = { .handle = 12345 });
+BAD(verify_unknown_handle, HMM_DMIRROR_FOLIO_VERIFY, 0, ENOENT, .folio = { .handle = 12345 });
+BAD(check_no_flag, HMM_DMIRROR_CHECK, 0, EINVAL, .check = { .flags = 0 });
+BAD(check_two_flags, HMM_DMIRROR_CHECK, 0, EINVAL,
+	.check = { .flags = HMM_DMIRROR_CHECK_HELD | HMM_DMIRROR_CHECK_RANGE });
+BAD(check_unknown_flag, HMM_DMIRROR_CHECK, 0, EINVAL, .check = { .flags = 1U << 9 });
+BAD(check_unknown_handle, HMM_DMIRROR_CHECK, 0, ENOENT,
+	.check = { .flags = HMM_DMIRROR_CHECK_HANDLE, .handle = 12345 });
+BAD(check_range_zero_pages, HMM_DMIRROR_CHECK, FIX_ADDR, EINVAL,
+	.check = { .flags = HMM_DMIRROR_CHECK_RANGE, .npages = 0 });
+BAD(check_range_unaligned, HMM_DMIRROR_CHECK, 0, EINVAL,
+	.check = { .flags = HMM_DMIRROR_CHECK_RANGE, .addr = 0x10001, .npages = 1 });
+BAD(check_reserved, HMM_DMIRROR_CHECK, 0, EINVAL,
+	.check = { .flags = HMM_DMIRROR_CHECK_HELD, .reserved = { 0, 1 } });
+BAD(unknown_ioctl, _IOWR('H', 0x7f, struct hmm_dmirror_cmd), 0, ENOTTY, .folio = { 0 });
+
+FIXTURE_SETUP(badarg)
+{
+	const char *why = NULL;
+
+	self->map = MAP_FAILED;
+	if (!hmm_folio_fixture_open(&self->kmsg, &self->fd, HMM_FOLIO_NEED_EXT,
+				    &why))
+		SKIP(return, "%s", why);
+	self->map = mmap(NULL, 4 * psize(), PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(self->map, MAP_FAILED);
+}
+
+FIXTURE_TEARDOWN(badarg)
+{
+	int splats = hmm_folio_fixture_close(&self->kmsg, &self->fd);
+
+	if (self->map != MAP_FAILED)
+		munmap(self->map, 4 * psize());
+	HMM_FOLIO_FAIL_ON_SPLATS(splats);
+}
+
+TEST_F(badarg, rejected)
+{
+	union hmm_folio_arg arg = variant->arg;
+	struct hmm_dmirror_folio_cmd held = { 0 };
+	int ret;
+
+	if (variant->fix & FIX_BUF)
+		arg.devpfn.ptr = (uintptr_t)self->buf;
+	if (variant->fix & FIX_ADDR) {
+		if (variant->request == HMM_DMIRROR_DEVPFN)
+			arg.devpfn.addr = (uintptr_t)self->map;
+		else
+			arg.check.addr = (uintptr_t)self->map;
+	}
+	if (variant->fix & FIX_PMD_ORDER1)
+		arg.folio.order = sz2ord(read_pmd_pagesize(), psize()) + 1;
+	if (variant->fix & FIX_HANDLE) {
+		ASSERT_EQ(hmm_folio_folio(self->fd, HMM_DMIRROR_FOLIO_ALLOC, &held), 0);
+		arg.folio.handle = held.handle;
+	}
+
+	ret = ioctl(self->fd, variant->request, &arg);
+	EXPECT_EQ(ret, -1);
+	EXPECT_EQ(errno, variant->err)
+		TH_LOG("errno %d (%s), expected %d (%s)", errno, strerror(errno),
+		       variant->err, strerror(variant->err));
+
+	if (variant->fix & FIX_HANDLE) {
+		held.flags = 0;
+		ASSERT_EQ(hmm_folio_folio(self->fd, HMM_DMIRROR_FOLIO_FREE, &held), 0);
+	}
+}
+
+TEST_HARNESS_MAIN
