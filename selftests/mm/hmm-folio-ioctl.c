@@ -146,4 +146,75 @@ TEST_F(badarg, rejected)
 	}
 }
 
+/*
+ * Folios held by an fd are freed when it is closed, whatever their order, and
+ * a device THP mapped in the process is freed by munmap even after the fd it
+ * was migrated through is gone: nothing leaks, nothing warns.
+ */
+FIXTURE(held)
+{
+	struct hmm_folio_kmsg kmsg;
+	int fd;
+};
+
+FIXTURE_SETUP(held)
+{
+	const char *why = NULL;
+
+	if (!hmm_folio_fixture_open(&self->kmsg, &self->fd,
+				    HMM_FOLIO_NEED_EXT | HMM_FOLIO_NEED_THP, &why))
+		SKIP(return, "%s", why);
+}
+
+FIXTURE_TEARDOWN(held)
+{
+	HMM_FOLIO_FAIL_ON_SPLATS(hmm_folio_fixture_close(&self->kmsg, &self->fd));
+}
+
+TEST_F(held, freed_on_close)
+{
+	static const unsigned int orders[] = { 0, 1, 4, 8 };
+	struct hmm_dmirror_alloc_stats before, after;
+	size_t pmd = read_pmd_pagesize();
+	const char *why;
+	unsigned int i;
+	void *mirror;
+	char *p;
+	int fd;
+
+	ASSERT_EQ(hmm_folio_stats(self->fd, &before), 0);
+	fd = hmm_folio_open(0, &why);
+	ASSERT_GE(fd, 0);
+	for (i = 0; i < sizeof(orders) / sizeof(orders[0]); i++) {
+		struct hmm_dmirror_folio_cmd c = { .order = orders[i] };
+
+		ASSERT_EQ(hmm_folio_folio(fd, HMM_DMIRROR_FOLIO_ALLOC, &c), 0);
+	}
+	p = hmm_folio_map_aligned(pmd);
+	ASSERT_NE(p, NULL);
+	hmm_folio_fill(p, pmd, (uintptr_t)p, 1);
+	mirror = malloc(pmd);
+	ASSERT_NE(mirror, NULL);
+	ASSERT_EQ(hmm_folio_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, mirror,
+				pmd / psize(), NULL), 0);
+	free(mirror);
+	ASSERT_EQ(close(fd), 0);
+
+	ASSERT_EQ(hmm_folio_stats(self->fd, &after), 0);
+	for (i = 0; i < sizeof(orders) / sizeof(orders[0]); i++)
+		ASSERT_EQ(after.frees[orders[i]] - before.frees[orders[i]], 1)
+			TH_LOG("held order-%u folio not freed on close", orders[i]);
+	ASSERT_EQ(hmm_folio_check(p, pmd, (uintptr_t)p, 1, "after close"), 0);
+	ASSERT_EQ(munmap(p, pmd), 0);
+	ASSERT_EQ(hmm_folio_stats(self->fd, &after), 0);
+	/* All that was free is free again (plus any chunk added meanwhile). */
+	ASSERT_EQ(after.free_pages - before.free_pages,
+		  after.total_pages - before.total_pages)
+		TH_LOG("device memory leaked: %llu of %llu pages free, %llu of %llu before",
+		       (unsigned long long)after.free_pages,
+		       (unsigned long long)after.total_pages,
+		       (unsigned long long)before.free_pages,
+		       (unsigned long long)before.total_pages);
+}
+
 TEST_HARNESS_MAIN

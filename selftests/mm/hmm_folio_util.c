@@ -310,6 +310,9 @@ static const char * const splat_patterns[] = {
 	"Call Trace:",
 	"blocked for more than",
 	"rcu_sched self-detected stall",
+	/* test_hmm with the lib/test_hmm patches: allocator misuse, leaks */
+	"freeing free device memory",
+	"still allocated after memunmap_pages",
 };
 
 const char *hmm_folio_splat(const char *line)

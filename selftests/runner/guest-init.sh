@@ -131,7 +131,8 @@ fi
 cd /tests
 progs=$(cat /tests/list)
 set -- $progs
-out "1..$#"
+# One result per program, and one for unloading the module at the end.
+out "1..$(($# + 1))"
 n=0
 for prog in $progs; do
 	n=$((n + 1))
@@ -160,7 +161,13 @@ for prog in $progs; do
 	esac
 done
 
-if ! rmmod "${module##*/}" 2>/tmp/rmmod.err; then
-	out "# hmmfolio: rmmod failed: $(cat /tmp/rmmod.err)"
+# Every device folio must be gone once the tests are: unloading must work
+# (the module's chunk teardown reports leaked device memory).
+n=$((n + 1))
+if rmmod "${module##*/}" 2>/tmp/rmmod.err; then
+	out "ok $n selftests: mm: rmmod test_hmm"
+else
+	out "# $(cat /tmp/rmmod.err)"
+	out "not ok $n selftests: mm: rmmod test_hmm"
 fi
 finish

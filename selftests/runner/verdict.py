@@ -37,6 +37,9 @@ SPLAT_PATTERNS = [
     "Call Trace:",
     "blocked for more than",
     "rcu_sched self-detected stall",
+    # test_hmm with the lib/test_hmm patches: allocator misuse, leaks
+    "freeing free device memory",
+    "still allocated after memunmap_pages",
 ]
 
 GUEST_DONE = "# hmmfolio: guest done"
