@@ -157,7 +157,7 @@ fi
 # Host tools, with the Debian package that has each.
 missing=
 for t in make:make gcc:gcc flex:flex bison:bison bc:bc cpio:cpio gzip:gzip \
-	 python3:python3 readelf:binutils qemu-system-x86_64:qemu-system-x86 \
+	 python3:python3 flock:util-linux readelf:binutils qemu-system-x86_64:qemu-system-x86 \
 	 busybox:busybox-static perl:perl; do
 	command -v "${t%%:*}" >/dev/null || missing="$missing ${t#*:}"
 done
@@ -220,7 +220,12 @@ if [ -z "$kbuild" ]; then
 	[ -f "$kbuild/arch/x86/boot/bzImage" ] &&
 		log "building kernel (incremental)" ||
 		log "building kernel (cold build: about 10 minutes on 2 cores)"
+	# One make per build dir at a time; and none while mutant-build.sh has a
+	# mutation applied to the cached source (it holds that lock exclusively).
+	srclock=/dev/null
+	[ "${ksrc#"$cache"/src/}" = "$ksrc" ] || srclock=$ksrc/.hmmfolio-mutation.lock
 	run_logged "kernel build" "$outdir/build.log" \
+		flock "$kbuild/.hmmfolio-build.lock" flock -s "$srclock" \
 		make -C "$ksrc" O="$kbuild" -j"$jobs" bzImage modules ||
 		die_infra "kernel build failed (log: $outdir/build.log)"
 	kernel=$kbuild/arch/x86/boot/bzImage

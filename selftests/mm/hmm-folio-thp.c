@@ -179,7 +179,6 @@ static void thp_round_free(struct __test_metadata *_metadata,
 {
 	unsigned int gen = 1;
 	char *p = thp_new(_metadata, self, gen);
-	size_t i;
 
 	thp_to_device(_metadata, self, p, gen);
 	gen = thp_back(_metadata, self, variant, p, gen);
@@ -194,10 +193,8 @@ static void thp_round_free(struct __test_metadata *_metadata,
 	case FREE_DONTNEED:
 		ASSERT_EQ(madvise(p, self->size, MADV_DONTNEED), 0);
 		/* The freed device folio must not come back: fresh zero pages. */
-		for (i = 0; i < self->size; i += psize())
-			ASSERT_EQ(*(uint64_t *)(p + i), 0)
-				TH_LOG("page %zu not zero after MADV_DONTNEED",
-				       i / psize());
+		ASSERT_EQ(hmm_folio_nonzero_pages(p, self->size), 0)
+			TH_LOG("pages not zero after MADV_DONTNEED");
 		ASSERT_EQ(munmap(p, self->size), 0);
 		break;
 	case FREE_EXIT:

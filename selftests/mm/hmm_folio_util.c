@@ -189,6 +189,26 @@ unsigned long hmm_folio_check(const void *buf, size_t size, uintptr_t addr,
 	return bad;
 }
 
+unsigned long hmm_folio_nonzero_pages(const void *p, size_t size)
+{
+	const uint64_t *w = p;
+	unsigned long bad = 0;
+	size_t pg, i;
+
+	for (pg = 0; pg < size / psize(); pg++) {
+		for (i = 0; i < psize() / sizeof(*w); i++) {
+			if (!w[pg * psize() / sizeof(*w) + i])
+				continue;
+			if (!bad)
+				fprintf(stderr, "# page %zu word %zu not zero\n",
+					pg, i);
+			bad++;
+			break;
+		}
+	}
+	return bad;
+}
+
 void *hmm_folio_map_aligned(size_t size)
 {
 	char *p, *aligned;

@@ -66,6 +66,9 @@ void hmm_folio_fill(void *buf, size_t size, uintptr_t addr, unsigned int gen);
 unsigned long hmm_folio_check(const void *buf, size_t size, uintptr_t addr,
 			      unsigned int gen, const char *what);
 
+/* Pages of [p, +size) that are not all zero (printing the first). */
+unsigned long hmm_folio_nonzero_pages(const void *p, size_t size);
+
 /* Map @size bytes, @size aligned, with MADV_HUGEPAGE. NULL on failure. */
 void *hmm_folio_map_aligned(size_t size);
 void hmm_folio_unmap_aligned(void *p, size_t size);
