@@ -46,17 +46,22 @@ alive() {
 }
 
 # Run one program, its output prefixed with "# ", killed after $timeout s,
-# or 20 s after it printed its totals without exiting (a task stuck in the
-# kernel at exit). A task stuck in D state cannot be killed: it is left
+# as soon as one of its tests hung (harness timeout: the kernel is no longer
+# trustworthy), or 20 s after it printed its totals without exiting (a task
+# stuck in the kernel at exit). A task stuck in D state cannot be killed: it is left
 # behind, after a dump of the blocked tasks, and the run goes on.
 # Returns the program's status, 124 on timeout.
 run_prog() {
 	fifo=/tmp/out.$$
 	done=/tmp/done.$$
-	rm -f $fifo $done && mkfifo $fifo
+	hung=/tmp/hung.$$
+	rm -f $fifo $done $hung && mkfifo $fifo
 	(while IFS= read -r line; do
 		echo "# $line"
-		case $line in "# Totals:"*) : >$done ;; esac
+		case $line in
+		"# Totals:"*) : >$done ;;
+		*"Test terminated by timeout"*) : >$hung ;;
+		esac
 	done <$fifo >&3) &
 	reader=$!
 	"$@" >$fifo 2>&1 </dev/null &
@@ -65,8 +70,10 @@ run_prog() {
 	exit_wait=0
 	while alive $pid; do
 		[ -e $done ] && exit_wait=$((exit_wait + 1))
-		if [ $waited -ge $timeout ] || [ $exit_wait -gt 20 ]; then
-			if [ $exit_wait -gt 20 ]; then
+		if [ $waited -ge $timeout ] || [ $exit_wait -gt 20 ] || [ -e $hung ]; then
+			if [ -e $hung ]; then
+				echo "# hmmfolio: a test of $1 hung in the kernel: the rest of it cannot be trusted and is not run" >&3
+			elif [ $exit_wait -gt 20 ]; then
 				echo "# hmmfolio: $1 did not exit 20s after its last test, dumping blocked tasks" >&3
 			else
 				echo "# hmmfolio: $1 timed out after ${timeout}s, dumping blocked tasks" >&3
@@ -75,7 +82,7 @@ run_prog() {
 			kill -9 -$pid $pid $reader 2>/dev/null
 			sleep 2
 			alive $pid || wait $pid
-			rm -f $fifo $done
+			rm -f $fifo $done $hung
 			return 124
 		fi
 		sleep 1
@@ -96,7 +103,7 @@ run_prog() {
 	else
 		wait $reader
 	fi
-	rm -f $fifo $done
+	rm -f $fifo $done $hung
 	return $rc
 }
 
