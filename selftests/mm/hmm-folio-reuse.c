@@ -65,8 +65,16 @@ enum back_how {
 	BACK_PTE,		/* MIGRATE_TO_SYS of one page (splits a PMD), then the rest */
 };
 
+/* What the range holds when it is migrated to the device. */
+enum reach_how {
+	REACH_THP,		/* a tagged PMD-sized THP */
+	REACH_EMPTY,		/* nothing: never touched */
+	REACH_ZERO,		/* the huge zero page, read-faulted */
+};
+
 FIXTURE_VARIANT(reuse)
 {
+	enum reach_how reach;
 	enum reuse_how how;
 	unsigned int order;
 	enum free_how free;
@@ -93,6 +101,10 @@ ROW(fork_order0_write, REUSE_MIGRATE_ORDER0, 0, FREE_FORK, BACK_WRITE);
 ROW(fork_direct_order6, REUSE_DIRECT, 6, FREE_FORK, BACK_MIGRATE);
 ROW(munmap_order0_device_read, REUSE_MIGRATE_ORDER0, 0, FREE_MUNMAP, BACK_DEVICE_READ);
 ROW(munmap_direct_order2_pte, REUSE_DIRECT, 2, FREE_MUNMAP, BACK_PTE);
+/* Ranges with no data of their own: the device memory is still reused. */
+FIXTURE_VARIANT_ADD(reuse, empty_order0_read) { .reach = REACH_EMPTY };
+FIXTURE_VARIANT_ADD(reuse, zero_order0_migrate)
+	{ .reach = REACH_ZERO, .back = BACK_MIGRATE };
 /* The seed: an order-9 folio freed, order-8 folios at offsets 0 and 256. */
 DIRECT(8);
 DIRECT(0);
@@ -368,6 +380,63 @@ static void reuse_direct(struct __test_metadata *_metadata,
 	free(handles);
 }
 
+/*
+ * An empty or zero-page range migrated to the device and unmapped there; its
+ * device pages must then serve order-0 migrations.
+ */
+static void reuse_no_data(struct __test_metadata *_metadata,
+			  FIXTURE_DATA(reuse) *self,
+			  const FIXTURE_VARIANT(reuse) *variant)
+{
+	struct hmm_dmirror_alloc_stats before, after;
+	struct hmm_dmirror_devpfn *old;
+	unsigned long i, j, n = 0;
+	struct hmm_dmirror_cmd cmd;
+	unsigned int gen = 1;
+	char *p;
+
+	ASSERT_EQ(hmm_folio_stats(self->fd, &before), 0);
+	p = hmm_folio_map_aligned(self->size);
+	ASSERT_NE(p, NULL);
+	if (variant->reach == REACH_ZERO) {
+		/* Read faults map the huge zero page. */
+		force_read_pages(p, self->npages, psize());
+		ASSERT_EQ(hmm_folio_nonzero_pages(p, self->size), 0);
+	}
+	memset(self->mirror, 0xff, self->size);
+	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p,
+				self->mirror, self->npages, &cmd), 0);
+	ASSERT_EQ(cmd.cpages, self->npages);
+	ASSERT_EQ(hmm_folio_nonzero_pages(self->mirror, self->size), 0);
+	ASSERT_EQ(hmm_folio_devpfn(self->fd, p, self->npages, self->pfns), 0);
+	for (i = 0; i < self->npages; i++)
+		ASSERT_NE(self->pfns[i].offset, HMM_DMIRROR_DEVPFN_NONE)
+			TH_LOG("page %lu is not on the device", i);
+	ASSERT_EQ(hmm_folio_check_folios(self->fd, HMM_DMIRROR_CHECK_RANGE, 0,
+					 p, self->npages), 0);
+	old = malloc(self->npages * sizeof(*old));
+	ASSERT_NE(old, NULL);
+	memcpy(old, self->pfns, self->npages * sizeof(*old));
+	ASSERT_EQ(munmap(p, self->size), 0);
+	ASSERT_EQ(hmm_folio_stats(self->fd, &after), 0);
+	ASSERT_EQ(after.free_pages - before.free_pages,
+		  after.total_pages - before.total_pages);
+
+	p = range_new(_metadata, self, false, ++gen);
+	range_to_device(_metadata, self, p, gen, 0);
+	for (i = 0; i < self->npages; i++)
+		for (j = 0; j < self->npages; j++)
+			if (self->pfns[i].offset == old[j].offset) {
+				n++;
+				break;
+			}
+	free(old);
+	ASSERT_EQ(n, self->npages)
+		TH_LOG("only %lu order-0 pages reused the freed device memory", n);
+	range_back(_metadata, self, p, gen, variant->back);
+	ASSERT_EQ(munmap(p, self->size), 0);
+}
+
 TEST_F_TIMEOUT(reuse, lifecycle, 45)
 {
 	struct hmm_dmirror_alloc_stats before, after;
@@ -375,6 +444,10 @@ TEST_F_TIMEOUT(reuse, lifecycle, 45)
 	__u64 base;
 	char *p;
 
+	if (variant->reach != REACH_THP) {
+		reuse_no_data(_metadata, self, variant);
+		return;
+	}
 	ASSERT_EQ(hmm_folio_stats(self->fd, &before), 0);
 
 	if (variant->how == REUSE_ASSEMBLE_PMD) {
