@@ -12,10 +12,13 @@
  * that still carry its order bits, _nr_pages and compound head.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
+#include <linux/mman.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 
@@ -72,8 +75,27 @@ enum reach_how {
 	REACH_ZERO,		/* the huge zero page, read-faulted */
 };
 
+/* What the process does to the range while its THP sits on the device. */
+enum op_how {
+	OP_NONE,
+	OP_MPROTECT_RO,		/* read-only: reads work, then RW again */
+	OP_MPROTECT_NONE,	/* no access, then RW again */
+	OP_MREMAP_DONTUNMAP,	/* moved, the old range kept empty */
+	OP_MREMAP_SHRINK,	/* the second half dropped (splits the PMD) */
+	OP_MREMAP_GROW,		/* moved to a range twice the size */
+	OP_FORK_COW,		/* child and parent write their own copies */
+	OP_MADV_COLD,
+	OP_MADV_PAGEOUT,
+	OP_MADV_WILLNEED,
+	OP_MADV_NOHUGEPAGE,
+	OP_MADV_COLLAPSE,
+	OP_PAGEMAP,		/* /proc/self/pagemap: not present, swap-like */
+	OP_SMAPS,		/* /proc/self/smaps read through */
+};
+
 FIXTURE_VARIANT(reuse)
 {
+	enum op_how op;
 	enum reach_how reach;
 	enum reuse_how how;
 	unsigned int order;
@@ -101,6 +123,22 @@ ROW(fork_order0_write, REUSE_MIGRATE_ORDER0, 0, FREE_FORK, BACK_WRITE);
 ROW(fork_direct_order6, REUSE_DIRECT, 6, FREE_FORK, BACK_MIGRATE);
 ROW(munmap_order0_device_read, REUSE_MIGRATE_ORDER0, 0, FREE_MUNMAP, BACK_DEVICE_READ);
 ROW(munmap_direct_order2_pte, REUSE_DIRECT, 2, FREE_MUNMAP, BACK_PTE);
+/* Things a process does to a range on the device, before it is freed. */
+#define OP(name, o) FIXTURE_VARIANT_ADD(reuse, op_##name)		\
+	{ .op = o, .how = REUSE_MIGRATE_ORDER0 }
+OP(mprotect_ro, OP_MPROTECT_RO);
+OP(mprotect_none, OP_MPROTECT_NONE);
+OP(mremap_dontunmap, OP_MREMAP_DONTUNMAP);
+OP(mremap_shrink, OP_MREMAP_SHRINK);
+OP(mremap_grow, OP_MREMAP_GROW);
+OP(fork_cow, OP_FORK_COW);
+OP(madv_cold, OP_MADV_COLD);
+OP(madv_pageout, OP_MADV_PAGEOUT);
+OP(madv_willneed, OP_MADV_WILLNEED);
+OP(madv_nohugepage, OP_MADV_NOHUGEPAGE);
+OP(madv_collapse, OP_MADV_COLLAPSE);
+OP(pagemap, OP_PAGEMAP);
+OP(smaps, OP_SMAPS);
 /* Ranges with no data of their own: the device memory is still reused. */
 FIXTURE_VARIANT_ADD(reuse, empty_order0_read) { .reach = REACH_EMPTY };
 FIXTURE_VARIANT_ADD(reuse, zero_order0_migrate)
@@ -257,6 +295,142 @@ static unsigned int range_back(struct __test_metadata *_metadata,
 		ASSERT_EQ(self->pfns[i].offset, HMM_DMIRROR_DEVPFN_NONE)
 			TH_LOG("page %lu still on the device after fault-back", i);
 	return gen;
+}
+
+/*
+ * Do @op to the range @p whose THP (tagged @gen) sits on the device, check
+ * the data after it, and return where the range (still @size bytes, with
+ * generation *@gen) is now; whatever the op left elsewhere is unmapped.
+ */
+static char *range_op(struct __test_metadata *_metadata,
+		      FIXTURE_DATA(reuse) *self, char *p, unsigned int *gen,
+		      enum op_how op)
+{
+	size_t half = self->size / 2;
+	int pagemap_fd, status;
+	unsigned long i;
+	char buf[4096];
+	char *q = NULL;
+	FILE *f;
+	pid_t pid;
+	int ret;
+
+	switch (op) {
+	case OP_NONE:
+		return p;
+	case OP_MPROTECT_RO:
+		ASSERT_EQ(mprotect(p, self->size, PROT_READ), 0);
+		ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, *gen,
+					  "read-only view"), 0);
+		ASSERT_EQ(mprotect(p, self->size, PROT_READ | PROT_WRITE), 0);
+		break;
+	case OP_MPROTECT_NONE:
+		ASSERT_EQ(mprotect(p, self->size, PROT_NONE), 0);
+		ASSERT_EQ(mprotect(p, self->size, PROT_READ | PROT_WRITE), 0);
+		break;
+	case OP_MREMAP_DONTUNMAP:
+		q = mremap(p, self->size, self->size,
+			   MREMAP_MAYMOVE | MREMAP_DONTUNMAP, NULL);
+		ASSERT_NE(q, MAP_FAILED);
+		ASSERT_EQ(hmm_folio_nonzero_pages(p, self->size), 0)
+			TH_LOG("the range left behind by MREMAP_DONTUNMAP is not empty");
+		ASSERT_EQ(munmap(p, self->size), 0);
+		/* The data moved with the pages: tags of the old address. */
+		ASSERT_EQ(hmm_folio_check(q, self->size, (uintptr_t)p, *gen,
+					  "after MREMAP_DONTUNMAP"), 0);
+		hmm_folio_fill(q, self->size, (uintptr_t)q, ++*gen);
+		return q;
+	case OP_MREMAP_SHRINK:
+		ASSERT_EQ(mremap(p, self->size, half, 0), p);
+		ASSERT_EQ(hmm_folio_check(p, half, (uintptr_t)p, *gen,
+					  "after shrinking mremap"), 0);
+		q = mmap(p + half, half, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+		ASSERT_EQ(q, p + half);
+		hmm_folio_fill(p, self->size, (uintptr_t)p, ++*gen);
+		break;
+	case OP_MREMAP_GROW:
+		q = mremap(p, self->size, 2 * self->size, MREMAP_MAYMOVE);
+		ASSERT_NE(q, MAP_FAILED);
+		ASSERT_EQ(hmm_folio_check(q, self->size, (uintptr_t)p, *gen,
+					  "after growing mremap"), 0);
+		ASSERT_EQ(munmap(q + self->size, self->size), 0);
+		hmm_folio_fill(q, self->size, (uintptr_t)q, ++*gen);
+		return q;
+	case OP_FORK_COW:
+		pid = fork();
+		ASSERT_GE(pid, 0);
+		if (!pid) {
+			hmm_folio_fill(p, self->size, (uintptr_t)p, *gen + 100);
+			ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p,
+						  *gen + 100, "child's copy"), 0);
+			_exit(0);
+		}
+		ASSERT_EQ(waitpid(pid, &status, 0), pid);
+		ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
+		/* The child's writes must not show through. */
+		ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, *gen,
+					  "parent after the child's COW writes"), 0);
+		hmm_folio_fill(p, self->size, (uintptr_t)p, ++*gen);
+		break;
+	case OP_MADV_COLD:
+	case OP_MADV_PAGEOUT:
+	case OP_MADV_WILLNEED:
+	case OP_MADV_NOHUGEPAGE:
+	case OP_MADV_COLLAPSE: {
+		static const int advice[] = {
+			[OP_MADV_COLD] = MADV_COLD,
+			[OP_MADV_PAGEOUT] = MADV_PAGEOUT,
+			[OP_MADV_WILLNEED] = MADV_WILLNEED,
+			[OP_MADV_NOHUGEPAGE] = MADV_NOHUGEPAGE,
+			[OP_MADV_COLLAPSE] = MADV_COLLAPSE,
+		};
+
+		/* Some refuse device memory (COLLAPSE); none may break it. */
+		ret = madvise(p, self->size, advice[op]);
+		if (ret)
+			TH_LOG("madvise(%d): %s (allowed)", advice[op],
+			       strerror(errno));
+		break;
+	}
+	case OP_PAGEMAP:
+		pagemap_fd = open("/proc/self/pagemap", O_RDONLY);
+		ASSERT_GE(pagemap_fd, 0);
+		for (i = 0; i < self->npages; i++) {
+			uint64_t e = pagemap_get_entry(pagemap_fd,
+						       p + i * psize());
+
+			ASSERT_FALSE(e & PM_PRESENT)
+				TH_LOG("page %lu present in pagemap while on the device", i);
+			ASSERT_TRUE(e & PM_SWAP);
+		}
+		close(pagemap_fd);
+		break;
+	case OP_SMAPS:
+		f = fopen("/proc/self/smaps", "r");
+		ASSERT_NE(f, NULL);
+		while (fgets(buf, sizeof(buf), f))
+			;
+		fclose(f);
+		break;
+	}
+	if (op != OP_MPROTECT_RO && op != OP_MREMAP_SHRINK && op != OP_FORK_COW) {
+		/* Nothing above touched the data: still the PMD device folio. */
+		ASSERT_EQ(hmm_folio_devpfn(self->fd, p, self->npages,
+					   self->pfns), 0);
+		for (i = 0; i < self->npages; i++)
+			ASSERT_EQ(self->pfns[i].order, self->pmd_order)
+				TH_LOG("page %lu: order %u offset %#llx after the operation",
+				       i, self->pfns[i].order,
+				       (unsigned long long)self->pfns[i].offset);
+		ASSERT_EQ(hmm_folio_check_folios(self->fd,
+						 HMM_DMIRROR_CHECK_RANGE, 0, p,
+						 self->npages), 0);
+	}
+	/* And the data is intact when the CPU faults it back. */
+	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, *gen,
+				  "after the operation"), 0);
+	return p;
 }
 
 /*
@@ -507,6 +681,7 @@ TEST_F_TIMEOUT(reuse, lifecycle, 45)
 	} else {
 		p = range_new(_metadata, self, true, gen);
 		base = range_to_device(_metadata, self, p, gen, self->pmd_order);
+		p = range_op(_metadata, self, p, &gen, variant->op);
 		range_free(_metadata, self, p, gen, base, variant->free);
 	}
 	ASSERT_EQ(base % self->npages, 0);
