@@ -106,7 +106,8 @@ int hmm_folio_devpfn(int fd, void *addr, unsigned long npages,
 
 static const char * const hmm_folio_fields[] = {
 	"none", "zone", "pgmap", "order", "head", "compound_head", "nr_pages",
-	"refcount", "mapping", "anon_exclusive", "flags", "data",
+	"refcount", "mapping", "anon_exclusive", "flags", "data", "mapcount",
+	"private",
 };
 
 long hmm_folio_check_folios(int fd, unsigned int flags, __u64 handle,
