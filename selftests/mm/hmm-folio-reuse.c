@@ -33,6 +33,8 @@ enum reuse_how {
 	REUSE_DIRECT,
 	/* the other way: order-0 pages freed, a THP assembled from them */
 	REUSE_ASSEMBLE_PMD,
+	/* repeated rounds alternating orders over the same block */
+	REUSE_ROUNDS,
 };
 
 FIXTURE(reuse)
@@ -66,6 +68,7 @@ enum back_how {
 	BACK_MIGRATE,		/* HMM_DMIRROR_MIGRATE_TO_SYS of the range */
 	BACK_DEVICE_READ,	/* read through the mirror first, then CPU read */
 	BACK_PTE,		/* MIGRATE_TO_SYS of one page (splits a PMD), then the rest */
+	BACK_DEVICE_WRITE,	/* new generation written through the mirror, then CPU read */
 };
 
 /* What the range holds when it is migrated to the device. */
@@ -123,6 +126,9 @@ ROW(fork_order0_write, REUSE_MIGRATE_ORDER0, 0, FREE_FORK, BACK_WRITE);
 ROW(fork_direct_order6, REUSE_DIRECT, 6, FREE_FORK, BACK_MIGRATE);
 ROW(munmap_order0_device_read, REUSE_MIGRATE_ORDER0, 0, FREE_MUNMAP, BACK_DEVICE_READ);
 ROW(munmap_direct_order2_pte, REUSE_DIRECT, 2, FREE_MUNMAP, BACK_PTE);
+ROW(munmap_order0_device_write, REUSE_MIGRATE_ORDER0, 0, FREE_MUNMAP, BACK_DEVICE_WRITE);
+/* Rounds: the same device block at order 9, 0, N, 9, 0, N', ... */
+FIXTURE_VARIANT_ADD(reuse, rounds) { .how = REUSE_ROUNDS };
 /* Things a process does to a range on the device, before it is freed. */
 #define OP(name, o) FIXTURE_VARIANT_ADD(reuse, op_##name)		\
 	{ .op = o, .how = REUSE_MIGRATE_ORDER0 }
@@ -276,6 +282,11 @@ static unsigned int range_back(struct __test_metadata *_metadata,
 					self->mirror, self->npages, &cmd), 0);
 		ASSERT_EQ(hmm_folio_check(self->mirror, self->size, (uintptr_t)p,
 					  gen, "device read"), 0);
+		break;
+	case BACK_DEVICE_WRITE:
+		hmm_folio_fill(self->mirror, self->size, (uintptr_t)p, ++gen);
+		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_WRITE, p,
+					self->mirror, self->npages, &cmd), 0);
 		break;
 	case BACK_PTE:
 		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_SYS,
@@ -694,6 +705,27 @@ TEST_F_TIMEOUT(reuse, lifecycle, 45)
 		       (unsigned long long)before.free_pages);
 
 	switch (variant->how) {
+	case REUSE_ROUNDS: {
+		static const unsigned int orders[] = { 8, 1, 5, 0, 3 };
+		unsigned int r;
+
+		for (r = 0; r < sizeof(orders) / sizeof(orders[0]); r++) {
+			/* order 0 by migration, then N directly, then 9 again */
+			p = range_new(_metadata, self, false, ++gen);
+			range_to_device(_metadata, self, p, gen, 0);
+			ASSERT_EQ(overlap(self, base), self->npages)
+				TH_LOG("round %u: order-0 pages off the block", r);
+			gen = range_back(_metadata, self, p, gen, BACK_READ);
+			ASSERT_EQ(munmap(p, self->size), 0);
+			reuse_direct(_metadata, self, base, orders[r]);
+			p = range_new(_metadata, self, true, ++gen);
+			ASSERT_EQ(range_to_device(_metadata, self, p, gen,
+						  self->pmd_order), base)
+				TH_LOG("round %u: PMD folio off the block", r);
+			ASSERT_EQ(munmap(p, self->size), 0);
+		}
+		break;
+	}
 	case REUSE_MIGRATE_ORDER0:
 		p = range_new(_metadata, self, false, ++gen);
 		range_to_device(_metadata, self, p, gen, 0);
