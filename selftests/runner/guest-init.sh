@@ -176,8 +176,20 @@ done
 
 # Every device folio must be gone once the tests are: unloading must work
 # (the module's chunk teardown reports leaked device memory).
+# A leaked device page reference makes memunmap_pages() wait forever: give
+# the unload 30 s.
 n=$((n + 1))
-if rmmod "${module##*/}" 2>/tmp/rmmod.err; then
+rmmod "${module##*/}" 2>/tmp/rmmod.err &
+pid=$!
+waited=0
+while alive $pid && [ $waited -lt 30 ]; do
+	sleep 1
+	waited=$((waited + 1))
+done
+if alive $pid; then
+	echo w >/proc/sysrq-trigger
+	out "not ok $n selftests: mm: rmmod test_hmm # TIMEOUT 30 seconds"
+elif wait $pid; then
 	out "ok $n selftests: mm: rmmod test_hmm"
 else
 	out "# $(cat /tmp/rmmod.err)"
