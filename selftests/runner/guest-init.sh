@@ -45,6 +45,16 @@ alive() {
 	! grep -q '^[0-9]* ([^)]*) Z' /proc/$1/stat
 }
 
+# Wait up to $2 seconds for process $1 to end; false if it is still running.
+wait_gone() {
+	w=0
+	while alive $1 && [ $w -lt $2 ]; do
+		sleep 1
+		w=$((w + 1))
+	done
+	! alive $1
+}
+
 # Run one program, its output prefixed with "# ", killed after $timeout s,
 # as soon as one of its tests hung (harness timeout: the kernel is no longer
 # trustworthy), or 20 s after it printed its totals without exiting (a task
@@ -91,17 +101,12 @@ run_prog() {
 	wait $pid
 	rc=$?
 	# A child stuck in the kernel may still hold the pipe: do not wait on it.
-	waited=0
-	while alive $reader && [ $waited -lt 5 ]; do
-		sleep 1
-		waited=$((waited + 1))
-	done
-	if alive $reader; then
+	if wait_gone $reader 5; then
+		wait $reader
+	else
 		echo "# hmmfolio: $1 left a task behind, dumping blocked tasks" >&3
 		echo w >/proc/sysrq-trigger
 		kill -9 $reader 2>/dev/null
-	else
-		wait $reader
 	fi
 	rm -f $fifo $done $hung
 	return $rc
@@ -181,12 +186,7 @@ done
 n=$((n + 1))
 rmmod "${module##*/}" 2>/tmp/rmmod.err &
 pid=$!
-waited=0
-while alive $pid && [ $waited -lt 30 ]; do
-	sleep 1
-	waited=$((waited + 1))
-done
-if alive $pid; then
+if ! wait_gone $pid 30; then
 	echo w >/proc/sysrq-trigger
 	out "not ok $n selftests: mm: rmmod test_hmm # TIMEOUT 30 seconds"
 elif wait $pid; then
