@@ -135,6 +135,47 @@ long hmm_folio_check_folios(int fd, unsigned int flags, __u64 handle,
 	return cmd.violations;
 }
 
+long hmm_folio_snapshot_expect(int fd, void *addr, unsigned long npages,
+			       unsigned int want, const char *what)
+{
+	unsigned char *m = malloc(npages);
+	unsigned long i, first = npages, bad = 0;
+	struct hmm_dmirror_cmd cmd;
+	int ret;
+
+	if (!m)
+		return -ENOMEM;
+	ret = hmm_folio_cmd(fd, HMM_DMIRROR_SNAPSHOT, addr, m, npages, &cmd);
+	if (ret) {
+		free(m);
+		return ret;
+	}
+	for (i = 0; i < npages; i++) {
+		bool ok;
+
+		if (want == HMM_FOLIO_SNAP_SYSTEM)
+			ok = !(m[i] & 0xf0) &&
+			     (m[i] & (HMM_DMIRROR_PROT_READ |
+				      HMM_DMIRROR_PROT_WRITE));
+		else if (want == HMM_FOLIO_SNAP_INVISIBLE)
+			ok = m[i] == HMM_DMIRROR_PROT_NONE ||
+			     m[i] == HMM_DMIRROR_PROT_ERROR;
+		else
+			ok = m[i] == want;
+		if (!ok && !bad++)
+			first = i;
+	}
+	if (bad)
+		fprintf(stderr,
+			"# %s: %lu page(s) with the wrong snapshot; first: page %lu is %#x, expected %s\n",
+			what, bad, first, m[first],
+			want == HMM_FOLIO_SNAP_SYSTEM ? "system memory" :
+			want == HMM_FOLIO_SNAP_INVISIBLE ? "none or error" :
+			"another value");
+	free(m);
+	return bad;
+}
+
 int hmm_folio_folio(int fd, unsigned long request,
 		    struct hmm_dmirror_folio_cmd *cmd)
 {
@@ -334,6 +375,8 @@ static const char * const splat_patterns[] = {
 	/* test_hmm with the lib/test_hmm patches: allocator misuse, leaks */
 	"freeing free device memory",
 	"still allocated after memunmap_pages",
+	"dirty device folio freed",
+	"Out of memory:",
 };
 
 const char *hmm_folio_splat(const char *line)
@@ -422,10 +465,19 @@ void hmm_folio_kmsg_end(struct hmm_folio_kmsg *k)
 	k->fd = -1;
 }
 
+/* Device folios test_hmm saw freed dirty (ALLOC_STATS), or -1. */
+static long long dirty_frees(int fd)
+{
+	struct hmm_dmirror_alloc_stats st;
+
+	return hmm_folio_stats(fd, &st) ? -1 : (long long)st.dirty_frees;
+}
+
 bool hmm_folio_fixture_open(struct hmm_folio_kmsg *k, int *fd,
 			    unsigned int needs, const char **why)
 {
 	*fd = -1;
+	k->dirty_frees = -1;
 	if (hmm_folio_kmsg_begin(k, why))
 		return false;
 	*fd = hmm_folio_open(0, why);
@@ -435,13 +487,31 @@ bool hmm_folio_fixture_open(struct hmm_folio_kmsg *k, int *fd,
 		return false;
 	if ((needs & HMM_FOLIO_NEED_THP) && !hmm_folio_thp_setup(why))
 		return false;
+	k->dirty_frees = dirty_frees(*fd);
 	return true;
 }
 
 int hmm_folio_fixture_close(struct hmm_folio_kmsg *k, int *fd)
 {
-	int splats = hmm_folio_kmsg_check(k);
+	long long n = -1;
+	const char *why;
+	int splats;
 
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+	/* Closing the mirror frees what it held: count those frees too. */
+	if (k->dirty_frees >= 0) {
+		*fd = hmm_folio_open(0, &why);
+		n = *fd >= 0 ? dirty_frees(*fd) : -1;
+		if (n > k->dirty_frees)
+			fprintf(stderr,
+				"# test_hmm: %lld device folio(s) freed dirty (mapped, referenced, with a mapping or anon-exclusive)\n",
+				n - k->dirty_frees);
+	}
+	splats = hmm_folio_kmsg_check(k);
+	if (k->dirty_frees >= 0 && n > k->dirty_frees)
+		splats++;
 	hmm_folio_kmsg_end(k);
 	if (*fd >= 0)
 		close(*fd);

@@ -17,6 +17,14 @@
 /* Snapshot value of a page the device holds as part of a PMD-mapped folio. */
 #define HMM_FOLIO_PROT_DEV_PMD	(HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL | \
 				 HMM_DMIRROR_PROT_PMD | HMM_DMIRROR_PROT_WRITE)
+/* ... and of a page the device holds mapped by a PTE. */
+#define HMM_FOLIO_PROT_DEV_PTE	(HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL | \
+				 HMM_DMIRROR_PROT_WRITE)
+/* The same, mapped read-only (mprotect, soft-dirty write protection). */
+#define HMM_FOLIO_PROT_DEV_PMD_RO (HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL | \
+				   HMM_DMIRROR_PROT_PMD | HMM_DMIRROR_PROT_READ)
+#define HMM_FOLIO_PROT_DEV_PTE_RO (HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL | \
+				   HMM_DMIRROR_PROT_READ)
 
 /*
  * Open /dev/hmm_dmirror<unit>. Returns the fd, or -errno with @why set to a
@@ -45,6 +53,19 @@ int hmm_folio_devpfn(int fd, void *addr, unsigned long npages,
  */
 long hmm_folio_check_folios(int fd, unsigned int flags, __u64 handle,
 			    void *addr, unsigned long npages);
+/*
+ * HMM_DMIRROR_SNAPSHOT of [addr, +npages): every page must read @want, or,
+ * for HMM_FOLIO_SNAP_SYSTEM, be mapped system memory (readable or writable,
+ * not device, not the zero page), or for HMM_FOLIO_SNAP_INVISIBLE, be
+ * nothing this device can map. Returns the number of pages that do not
+ * (printing the first) or -errno.
+ */
+#define HMM_FOLIO_SNAP_SYSTEM	0x100
+/* Not mapped for this device: NONE, or ERROR (an absent PMD, mm/hmm.c). */
+#define HMM_FOLIO_SNAP_INVISIBLE	0x101
+long hmm_folio_snapshot_expect(int fd, void *addr, unsigned long npages,
+			       unsigned int want, const char *what);
+
 /* HMM_DMIRROR_FOLIO_* on @cmd; returns 0 or -errno. */
 int hmm_folio_folio(int fd, unsigned long request,
 		    struct hmm_dmirror_folio_cmd *cmd);
@@ -90,6 +111,7 @@ bool hmm_folio_thp_setup(const char **why);
 struct hmm_folio_kmsg {
 	int fd;
 	unsigned long taint;
+	long long dirty_frees;	/* fixtures: ALLOC_STATS baseline, or -1 */
 };
 
 int hmm_folio_kmsg_begin(struct hmm_folio_kmsg *k, const char **why);
@@ -100,7 +122,9 @@ void hmm_folio_kmsg_end(struct hmm_folio_kmsg *k);
  * What every fixture opens: the kernel log watch, /dev/hmm_dmirror0 and,
  * per @needs, the hmm-folio extension and PMD-sized THP. Returns false with
  * @why fit for a SKIP. hmm_folio_fixture_close() closes them and returns the
- * number of splats the kernel logged in between.
+ * number of splats the kernel logged in between; device folios that test_hmm
+ * saw freed dirty (ALLOC_STATS dirty_frees, when the extension is loaded)
+ * count as one more.
  */
 #define HMM_FOLIO_NEED_EXT	(1U << 0)
 #define HMM_FOLIO_NEED_THP	(1U << 1)

@@ -40,6 +40,8 @@ SPLAT_PATTERNS = [
     # test_hmm with the lib/test_hmm patches: allocator misuse, leaks
     "freeing free device memory",
     "still allocated after memunmap_pages",
+    "dirty device folio freed",
+    "Out of memory:",
 ]
 
 GUEST_DONE = "# hmmfolio: guest done"
