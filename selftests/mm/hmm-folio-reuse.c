@@ -59,6 +59,7 @@ enum free_how {
 	FREE_MREMAP,		/* moved by mremap, checked there, then munmap */
 	FREE_EXIT,		/* exit of the process that owns it */
 	FREE_FORK,		/* shared with a child after fork; both let go */
+	FREE_RELEASE,		/* device release evicts it to system memory */
 };
 
 /* How the reused memory comes back to system memory. */
@@ -76,6 +77,7 @@ enum reach_how {
 	REACH_THP,		/* a tagged PMD-sized THP */
 	REACH_EMPTY,		/* nothing: never touched */
 	REACH_ZERO,		/* the huge zero page, read-faulted */
+	REACH_MIXED,		/* a THP and 512 small pages in one range */
 };
 
 /* What the process does to the range while its THP sits on the device. */
@@ -127,6 +129,8 @@ ROW(fork_direct_order6, REUSE_DIRECT, 6, FREE_FORK, BACK_MIGRATE);
 ROW(munmap_order0_device_read, REUSE_MIGRATE_ORDER0, 0, FREE_MUNMAP, BACK_DEVICE_READ);
 ROW(munmap_direct_order2_pte, REUSE_DIRECT, 2, FREE_MUNMAP, BACK_PTE);
 ROW(munmap_order0_device_write, REUSE_MIGRATE_ORDER0, 0, FREE_MUNMAP, BACK_DEVICE_WRITE);
+ROW(release_order0_read, REUSE_MIGRATE_ORDER0, 0, FREE_RELEASE, BACK_READ);
+ROW(release_direct_order7, REUSE_DIRECT, 7, FREE_RELEASE, BACK_MIGRATE);
 /* Rounds: the same device block at order 9, 0, N, 9, 0, N', ... */
 FIXTURE_VARIANT_ADD(reuse, rounds) { .how = REUSE_ROUNDS };
 /* Things a process does to a range on the device, before it is freed. */
@@ -149,6 +153,9 @@ OP(smaps, OP_SMAPS);
 FIXTURE_VARIANT_ADD(reuse, empty_order0_read) { .reach = REACH_EMPTY };
 FIXTURE_VARIANT_ADD(reuse, zero_order0_migrate)
 	{ .reach = REACH_ZERO, .back = BACK_MIGRATE };
+/* A THP and small pages in one migration; then the other way round. */
+FIXTURE_VARIANT_ADD(reuse, mixed_read) { .reach = REACH_MIXED };
+FIXTURE_VARIANT_ADD(reuse, mixed_pte) { .reach = REACH_MIXED, .back = BACK_PTE };
 /* The seed: an order-9 folio freed, order-8 folios at offsets 0 and 256. */
 DIRECT(8);
 DIRECT(0);
@@ -243,6 +250,12 @@ static __u64 range_to_device(struct __test_metadata *_metadata,
 	}
 	ASSERT_EQ(hmm_folio_check_folios(self->fd, HMM_DMIRROR_CHECK_RANGE, 0,
 					 p, self->npages), 0);
+	/* The CPU's page table: one device PMD, or device PTEs. */
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
+					    order == self->pmd_order ?
+					    HMM_FOLIO_PROT_DEV_PMD :
+					    HMM_FOLIO_PROT_DEV_PTE,
+					    "after MIGRATE_TO_DEV"), 0);
 	return self->pfns[0].offset;
 }
 
@@ -305,6 +318,9 @@ static unsigned int range_back(struct __test_metadata *_metadata,
 	for (i = 0; i < self->npages; i++)
 		ASSERT_EQ(self->pfns[i].offset, HMM_DMIRROR_DEVPFN_NONE)
 			TH_LOG("page %lu still on the device after fault-back", i);
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
+					    HMM_FOLIO_SNAP_SYSTEM,
+					    "after fault-back"), 0);
 	return gen;
 }
 
@@ -512,6 +528,17 @@ static void range_free(struct __test_metadata *_metadata,
 		ASSERT_EQ(waitpid(pid, &status, 0), pid);
 		ASSERT_EQ(munmap(p, self->size), 0);
 		break;
+	case FREE_RELEASE:
+		/* The device goes away: all its memory comes back to the CPU. */
+		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_RELEASE, p, NULL,
+					self->npages, NULL), 0);
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
+						    HMM_FOLIO_SNAP_SYSTEM,
+						    "after device release"), 0);
+		ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
+					  "CPU view after device release"), 0);
+		ASSERT_EQ(munmap(p, self->size), 0);
+		break;
 	}
 }
 
@@ -622,6 +649,102 @@ static void reuse_no_data(struct __test_metadata *_metadata,
 	ASSERT_EQ(munmap(p, self->size), 0);
 }
 
+/*
+ * One range of two PMDs, a THP and 512 small pages, migrated by one
+ * MIGRATE_TO_DEV: a PMD-order device folio and 512 order-0 ones. Freed, and
+ * the same again with the halves swapped: every device page must come back
+ * at the other order, the PMD folio built from the freed order-0 pages and
+ * the small pages from the freed PMD folio.
+ */
+static void reuse_mixed(struct __test_metadata *_metadata,
+			FIXTURE_DATA(reuse) *self,
+			const FIXTURE_VARIANT(reuse) *variant)
+{
+	struct hmm_dmirror_alloc_stats before, after;
+	unsigned long npages = 2 * self->npages, i, j;
+	struct hmm_dmirror_devpfn *pfns, *old;
+	size_t size = 2 * self->size;
+	struct hmm_dmirror_cmd cmd;
+	unsigned int gen = 1, round;
+	char *mirror, *p = NULL;
+
+	pfns = calloc(npages, sizeof(*pfns));
+	old = calloc(npages, sizeof(*old));
+	mirror = malloc(size);
+	ASSERT_TRUE(pfns && old && mirror);
+	ASSERT_EQ(hmm_folio_stats(self->fd, &before), 0);
+	for (round = 0; round < 2; round++, gen++) {
+		char *thp, *small;
+
+		p = hmm_folio_map_aligned(size);
+		ASSERT_NE(p, NULL);
+		thp = round ? p + self->size : p;
+		small = round ? p : p + self->size;
+		ASSERT_EQ(madvise(small, self->size, MADV_NOHUGEPAGE), 0);
+		hmm_folio_fill(p, size, (uintptr_t)p, gen);
+		ASSERT_TRUE(check_huge_anon(thp, 1, self->size))
+			TH_LOG("round %u: no THP at %p", round, thp);
+
+		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p,
+					mirror, npages, &cmd), 0);
+		ASSERT_EQ(cmd.cpages, npages);
+		ASSERT_EQ(hmm_folio_check(mirror, size, (uintptr_t)p, gen,
+					  "device copy of the mixed range"), 0);
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, thp, self->npages,
+						    HMM_FOLIO_PROT_DEV_PMD,
+						    "THP half on the device"), 0);
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, small,
+						    self->npages,
+						    HMM_FOLIO_PROT_DEV_PTE,
+						    "small half on the device"), 0);
+		ASSERT_EQ(hmm_folio_devpfn(self->fd, p, npages, pfns), 0);
+		for (i = 0; i < npages; i++) {
+			bool in_thp = p + i * psize() >= thp &&
+				      p + i * psize() < thp + self->size;
+
+			ASSERT_NE(pfns[i].offset, HMM_DMIRROR_DEVPFN_NONE)
+				TH_LOG("round %u: page %lu not on the device",
+				       round, i);
+			ASSERT_EQ(pfns[i].order, in_thp ? self->pmd_order : 0)
+				TH_LOG("round %u: page %lu has order %u",
+				       round, i, pfns[i].order);
+		}
+		ASSERT_EQ(hmm_folio_check_folios(self->fd,
+						 HMM_DMIRROR_CHECK_RANGE, 0, p,
+						 npages), 0);
+		if (round)
+			break;
+		memcpy(old, pfns, npages * sizeof(*old));
+		ASSERT_EQ(munmap(p, size), 0);
+		ASSERT_EQ(hmm_folio_stats(self->fd, &after), 0);
+		ASSERT_EQ(after.free_pages - before.free_pages,
+			  after.total_pages - before.total_pages)
+			TH_LOG("the mixed range's device memory was not freed");
+	}
+	/* Every page where a page of the other order was. */
+	for (i = 0; i < npages; i++) {
+		for (j = 0; j < npages; j++)
+			if (old[j].offset == pfns[i].offset)
+				break;
+		ASSERT_LT(j, npages)
+			TH_LOG("page %lu (offset %#llx) is not on freed memory",
+			       i, (unsigned long long)pfns[i].offset);
+		ASSERT_NE(old[j].order, pfns[i].order)
+			TH_LOG("page %lu (offset %#llx) reused at its old order %u",
+			       i, (unsigned long long)pfns[i].offset,
+			       pfns[i].order);
+	}
+	ASSERT_EQ(hmm_folio_stats(self->fd, &after), 0);
+	ASSERT_GE(after.cross_order_pages - before.cross_order_pages, npages);
+	/* Back, half by half (both end at the same generation). */
+	range_back(_metadata, self, p, gen, variant->back);
+	range_back(_metadata, self, p + self->size, gen, variant->back);
+	ASSERT_EQ(munmap(p, size), 0);
+	free(pfns);
+	free(old);
+	free(mirror);
+}
+
 TEST_F_TIMEOUT(reuse, lifecycle, 45)
 {
 	struct hmm_dmirror_alloc_stats before, after;
@@ -629,6 +752,10 @@ TEST_F_TIMEOUT(reuse, lifecycle, 45)
 	__u64 base;
 	char *p;
 
+	if (variant->reach == REACH_MIXED) {
+		reuse_mixed(_metadata, self, variant);
+		return;
+	}
 	if (variant->reach != REACH_THP) {
 		reuse_no_data(_metadata, self, variant);
 		return;
@@ -694,6 +821,12 @@ TEST_F_TIMEOUT(reuse, lifecycle, 45)
 		base = range_to_device(_metadata, self, p, gen, self->pmd_order);
 		p = range_op(_metadata, self, p, &gen, variant->op);
 		range_free(_metadata, self, p, gen, base, variant->free);
+	}
+	if (variant->free == FREE_RELEASE) {
+		/* New device memory: a THP goes there and is freed by munmap. */
+		p = range_new(_metadata, self, true, ++gen);
+		base = range_to_device(_metadata, self, p, gen, self->pmd_order);
+		ASSERT_EQ(munmap(p, self->size), 0);
 	}
 	ASSERT_EQ(base % self->npages, 0);
 	ASSERT_EQ(hmm_folio_stats(self->fd, &after), 0);

@@ -8,6 +8,7 @@
  * checked with SNAPSHOT, and the kernel log must stay clean.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -97,24 +98,6 @@ static char *thp_new(struct __test_metadata *_metadata,
 	return p;
 }
 
-/* Every page must be @want in the device's SNAPSHOT of [p, p + size). */
-static void thp_expect_snapshot(struct __test_metadata *_metadata,
-				FIXTURE_DATA(thp) *self, char *p,
-				unsigned char want, const char *step)
-{
-	unsigned char *m = self->mirror;
-	struct hmm_dmirror_cmd cmd;
-	unsigned long i;
-
-	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_SNAPSHOT, p, m,
-				self->npages, &cmd), 0);
-	ASSERT_EQ(cmd.cpages, self->npages);
-	for (i = 0; i < self->npages; i++)
-		ASSERT_EQ(m[i], want)
-			TH_LOG("%s: page %lu snapshot %#x, expected %#x",
-			       step, i, m[i], want);
-}
-
 /* Migrate the THP at @p to the device as one PMD-order device folio. */
 static void thp_to_device(struct __test_metadata *_metadata,
 			  FIXTURE_DATA(thp) *self, char *p, unsigned int gen)
@@ -128,8 +111,9 @@ static void thp_to_device(struct __test_metadata *_metadata,
 	/* The device's copy must carry the tags of the system pages. */
 	ASSERT_EQ(hmm_folio_check(self->mirror, self->size, (uintptr_t)p, gen,
 				  "device copy after MIGRATE_TO_DEV"), 0);
-	thp_expect_snapshot(_metadata, self, p, HMM_FOLIO_PROT_DEV_PMD,
-			    "after MIGRATE_TO_DEV");
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
+					    HMM_FOLIO_PROT_DEV_PMD,
+					    "after MIGRATE_TO_DEV"), 0);
 }
 
 /* Bring the device folio at @p back to system memory; returns the new gen. */
@@ -138,9 +122,7 @@ static unsigned int thp_back(struct __test_metadata *_metadata,
 			     const FIXTURE_VARIANT(thp) *variant,
 			     char *p, unsigned int gen)
 {
-	unsigned char *m = self->mirror;
 	struct hmm_dmirror_cmd cmd;
-	unsigned long i;
 
 	switch (variant->back) {
 	case BACK_READ:
@@ -160,12 +142,9 @@ static unsigned int thp_back(struct __test_metadata *_metadata,
 				  "CPU view after fault-back"), 0);
 
 	/* Nothing of the range may still be device memory. */
-	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_SNAPSHOT, p, m,
-				self->npages, &cmd), 0);
-	for (i = 0; i < self->npages; i++)
-		ASSERT_TRUE(!(m[i] & 0xf0) && (m[i] & (HMM_DMIRROR_PROT_READ |
-						       HMM_DMIRROR_PROT_WRITE)))
-			TH_LOG("page %lu snapshot %#x after fault-back", i, m[i]);
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
+					    HMM_FOLIO_SNAP_SYSTEM,
+					    "after fault-back"), 0);
 	return gen;
 }
 
@@ -235,6 +214,244 @@ TEST_F_TIMEOUT(thp, lifecycle, 120)
 	thp_to_device(_metadata, self, p, gen);
 	gen = thp_back(_metadata, self, variant, p, gen);
 	ASSERT_EQ(munmap(p, self->size), 0);
+}
+
+/*
+ * A device PMD split while the folio stays on the device: what the PMD
+ * entry said must then be said by each PTE entry. The range's soft-dirty
+ * state is cleared (clear_refs 4) first, and the THP written again or not,
+ * so pagemap's soft-dirty bit tells whether the split carried the PMD's
+ * bit over (and is not just the VMA's VM_SOFTDIRTY).
+ */
+enum split_how {
+	SPLIT_MUNMAP,		/* the second half unmapped */
+	SPLIT_MPROTECT,		/* the second half made read-only */
+	SPLIT_MIGRATE_ONE,	/* one page migrated back to system memory */
+};
+
+FIXTURE(split)
+{
+	struct hmm_folio_kmsg kmsg;
+	int fd;
+	int pagemap;
+	size_t size;
+	unsigned long npages;
+	void *mirror;
+};
+
+FIXTURE_VARIANT(split)
+{
+	enum split_how how;
+	bool written;
+};
+
+#define SPLIT_VARIANT(name, h, w)				\
+	FIXTURE_VARIANT_ADD(split, name) { .how = h, .written = w }
+SPLIT_VARIANT(munmap_dirty, SPLIT_MUNMAP, true);
+SPLIT_VARIANT(munmap_clean, SPLIT_MUNMAP, false);
+SPLIT_VARIANT(mprotect_dirty, SPLIT_MPROTECT, true);
+SPLIT_VARIANT(mprotect_clean, SPLIT_MPROTECT, false);
+SPLIT_VARIANT(migrate_one_dirty, SPLIT_MIGRATE_ONE, true);
+SPLIT_VARIANT(migrate_one_clean, SPLIT_MIGRATE_ONE, false);
+
+FIXTURE_SETUP(split)
+{
+	const char *why = NULL;
+
+	self->mirror = NULL;
+	self->pagemap = -1;
+	if (!hmm_folio_fixture_open(&self->kmsg, &self->fd, HMM_FOLIO_NEED_THP,
+				    &why))
+		SKIP(return, "%s", why);
+	if (!softdirty_supported())
+		SKIP(return, "no soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY)");
+	self->pagemap = open("/proc/self/pagemap", O_RDONLY);
+	ASSERT_GE(self->pagemap, 0);
+	self->size = read_pmd_pagesize();
+	self->npages = self->size / psize();
+	self->mirror = malloc(self->size);
+	ASSERT_NE(self->mirror, NULL);
+}
+
+FIXTURE_TEARDOWN(split)
+{
+	int splats = hmm_folio_fixture_close(&self->kmsg, &self->fd);
+
+	if (self->pagemap >= 0)
+		close(self->pagemap);
+	free(self->mirror);
+	HMM_FOLIO_FAIL_ON_SPLATS(splats);
+}
+
+/* Pages of [p, +npages) whose pagemap soft-dirty bit is not @want. */
+static unsigned long softdirty_wrong(int pagemap, char *p,
+				     unsigned long npages, bool want,
+				     const char *what)
+{
+	unsigned long i, bad = 0;
+
+	for (i = 0; i < npages; i++) {
+		uint64_t e = pagemap_get_entry(pagemap, p + i * psize());
+
+		if (!!(e & PM_SOFT_DIRTY) != want && !bad++)
+			fprintf(stderr, "# %s: page %lu pagemap %#llx, soft-dirty should be %s\n",
+				what, i, (unsigned long long)e,
+				want ? "set" : "clear");
+	}
+	return bad;
+}
+
+TEST_F_TIMEOUT(split, soft_dirty, 60)
+{
+	unsigned long half = self->npages / 2;
+	size_t hsize = self->size / 2;
+	unsigned int pte = variant->written ? HMM_FOLIO_PROT_DEV_PTE :
+			   HMM_FOLIO_PROT_DEV_PTE_RO;
+	struct hmm_dmirror_cmd cmd;
+	unsigned int gen = 1;
+	char *p;
+
+	p = hmm_folio_map_aligned(self->size);
+	ASSERT_NE(p, NULL);
+	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
+	ASSERT_TRUE(check_huge_anon(p, 1, self->size));
+	clear_softdirty();
+	ASSERT_EQ(softdirty_wrong(self->pagemap, p, self->npages, false,
+				  "after clear_refs"), 0);
+	if (variant->written)
+		hmm_folio_fill(p, self->size, (uintptr_t)p, ++gen);
+	ASSERT_TRUE(check_huge_anon(p, 1, self->size));
+
+	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p,
+				self->mirror, self->npages, &cmd), 0);
+	ASSERT_EQ(cmd.cpages, self->npages);
+	/* clear_refs write-protected the PMD: unwritten, it stays so. */
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
+					    variant->written ?
+					    HMM_FOLIO_PROT_DEV_PMD :
+					    HMM_FOLIO_PROT_DEV_PMD_RO,
+					    "after MIGRATE_TO_DEV"), 0);
+	ASSERT_EQ(softdirty_wrong(self->pagemap, p, self->npages,
+				  variant->written, "device PMD"), 0);
+
+	switch (variant->how) {
+	case SPLIT_MUNMAP:
+		ASSERT_EQ(munmap(p + hsize, hsize), 0);
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, half, pte,
+						    "half left after munmap"), 0);
+		break;
+	case SPLIT_MPROTECT:
+		ASSERT_EQ(mprotect(p + hsize, hsize, PROT_READ), 0);
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, half, pte,
+						    "half left writable"), 0);
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p + hsize, half,
+						    HMM_FOLIO_PROT_DEV_PTE_RO,
+						    "read-only half"), 0);
+		break;
+	case SPLIT_MIGRATE_ONE:
+		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_SYS,
+					p + psize(), NULL, 1, &cmd), 0);
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p + 2 * psize(),
+						    self->npages - 2, pte,
+						    "pages left on the device"), 0);
+		break;
+	}
+	/*
+	 * Every PTE made from the PMD keeps its soft-dirty bit. (mprotect's
+	 * write to read-only conversion of a device-private entry drops it on
+	 * purpose, see change_pte_range(): the read-only half is not checked.)
+	 */
+	ASSERT_EQ(softdirty_wrong(self->pagemap, p,
+				  variant->how == SPLIT_MIGRATE_ONE ?
+				  self->npages : half, variant->written,
+				  "after the split"), 0);
+
+	/* And the data comes back intact. */
+	ASSERT_EQ(hmm_folio_check(p, variant->how == SPLIT_MUNMAP ? hsize :
+				  self->size, (uintptr_t)p, gen,
+				  "CPU view after the split"), 0);
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p,
+					    variant->how == SPLIT_MUNMAP ?
+					    half : self->npages,
+					    HMM_FOLIO_SNAP_SYSTEM,
+					    "after fault-back"), 0);
+	ASSERT_EQ(munmap(p, variant->how == SPLIT_MUNMAP ? hsize : self->size),
+		  0);
+}
+
+/*
+ * Kernel bugs that crash a CONFIG_DEBUG_VM kernel: they run only on request
+ * (HMM_FOLIO_CRASHERS=1; run_tests.sh --crashers) and SKIP otherwise, naming
+ * the bug, so that the rest of a run is not lost with the kernel.
+ *
+ * remove_migration_pmd_soft_dirty: remove_migration_pmd() (mm/huge_memory.c,
+ * 7.2.13) turns pmde into a device-private swap PMD, then checks
+ * VM_BUG_ON(pmd_write(pmde) && anon && !PageAnonExclusive(new)) on it. On
+ * x86, _PAGE_SWP_SOFT_DIRTY is _PAGE_RW: a soft-dirty THP that is not
+ * anon-exclusive (it was shared with a child, now gone) trips it when it
+ * is migrated to the device. remove_migration_pte() has no such check.
+ */
+FIXTURE(crashers)
+{
+	struct hmm_folio_kmsg kmsg;
+	int fd;
+};
+
+FIXTURE_VARIANT(crashers)
+{
+	int unused;
+};
+
+FIXTURE_VARIANT_ADD(crashers, remove_migration_pmd_soft_dirty) { 0 };
+
+FIXTURE_SETUP(crashers)
+{
+	const char *why = NULL, *e = getenv("HMM_FOLIO_CRASHERS");
+
+	if (!e || strcmp(e, "1"))
+		SKIP(return,
+		     "known kernel bug that crashes DEBUG_VM kernels (see the source); HMM_FOLIO_CRASHERS=1 runs it");
+	if (!hmm_folio_fixture_open(&self->kmsg, &self->fd, HMM_FOLIO_NEED_THP,
+				    &why))
+		SKIP(return, "%s", why);
+}
+
+FIXTURE_TEARDOWN(crashers)
+{
+	HMM_FOLIO_FAIL_ON_SPLATS(hmm_folio_fixture_close(&self->kmsg,
+							 &self->fd));
+}
+
+TEST_F(crashers, migrate_after_fork)
+{
+	size_t size = read_pmd_pagesize();
+	unsigned long npages = size / psize();
+	char *p = hmm_folio_map_aligned(size);
+	void *mirror = malloc(size);
+	struct hmm_dmirror_cmd cmd;
+	int status;
+	pid_t pid;
+
+	ASSERT_NE(p, NULL);
+	ASSERT_NE(mirror, NULL);
+	hmm_folio_fill(p, size, (uintptr_t)p, 1);
+	ASSERT_TRUE(check_huge_anon(p, 1, size));
+	/* Shared with a child: the PMD is write-protected, not exclusive. */
+	pid = fork();
+	ASSERT_GE(pid, 0);
+	if (!pid)
+		_exit(0);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, mirror,
+				npages, &cmd), 0);
+	ASSERT_EQ(hmm_folio_check(mirror, size, (uintptr_t)p, 1,
+				  "device copy"), 0);
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, npages,
+					    HMM_FOLIO_PROT_DEV_PMD_RO,
+					    "after MIGRATE_TO_DEV"), 0);
+	ASSERT_EQ(hmm_folio_check(p, size, (uintptr_t)p, 1, "CPU view"), 0);
+	free(mirror);
+	munmap(p, size);
 }
 
 TEST_HARNESS_MAIN
