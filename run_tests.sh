@@ -39,6 +39,14 @@ Tests:
   --filter GLOB        run only tests whose fixture.variant.test matches GLOB
   --timeout SEC        whole guest run (default 1500)
   --test-timeout SEC   per test program (default: selftests/mm/settings)
+  --seed N             seed of hmm-folio-stress (default: random, printed)
+  --duration SEC       how long hmm-folio-stress runs (default 60)
+  --crashers           also run the tests of known kernel bugs that crash a
+                       DEBUG_VM kernel (crashers.*; they SKIP otherwise)
+  --inject KIND        check the runner itself: after the first test program
+                       the guest panics (sysrq-c), oopses or WARNs (LKDTM
+                       BUG, WARNING), hangs (LKDTM HUNG_TASK) or runs out of
+                       memory; the verdict must be FAIL
 
 Guest:
   --accel auto|kvm|tcg QEMU accelerator (default auto: KVM only if a probe
@@ -98,6 +106,10 @@ filter=
 mutation=
 timeout=1500
 test_timeout=
+seed=
+duration=
+crashers=0
+inject=
 accel=auto
 memory=2048
 outdir=
@@ -117,6 +129,10 @@ while [ $# -gt 0 ]; do
 	--filter) need_arg "$@"; filter=$2; shift 2 ;;
 	--timeout) need_arg "$@"; timeout=$2; shift 2 ;;
 	--test-timeout) need_arg "$@"; test_timeout=$2; shift 2 ;;
+	--seed) need_arg "$@"; seed=$2; shift 2 ;;
+	--duration) need_arg "$@"; duration=$2; shift 2 ;;
+	--crashers) crashers=1; shift ;;
+	--inject) need_arg "$@"; inject=$2; shift 2 ;;
 	--accel) need_arg "$@"; accel=$2; shift 2 ;;
 	--memory) need_arg "$@"; memory=$2; shift 2 ;;
 	--output|--keep) need_arg "$@"; outdir=$2; shift 2 ;;
@@ -132,8 +148,16 @@ is_num "$timeout" || die_usage "--timeout takes a number of seconds"
 [ -z "$test_timeout" ] || is_num "$test_timeout" ||
 	die_usage "--test-timeout takes a number of seconds"
 is_num "$jobs" || die_usage "--jobs takes a number"
+[ -z "$seed" ] || [[ $seed =~ ^[0-9]+$ ]] && [ "${#seed}" -le 9 ] ||
+	die_usage "--seed takes a number below 10^9"
+[ -z "$duration" ] || is_num "$duration" ||
+	die_usage "--duration takes a number of seconds"
+# The stress test's seed: printed, so that any run can be repeated.
+[ -n "$seed" ] || seed=$(( (RANDOM << 15 | RANDOM) % 1000000000 ))
 is_num "$memory" && [ "$memory" -ge 512 ] || die_usage "--memory takes MB >= 512"
 case $accel in auto|kvm|tcg) ;; *) die_usage "--accel takes auto, kvm or tcg" ;; esac
+case $inject in ''|panic|oops|warn|hang|oom) ;;
+*) die_usage "--inject takes panic, oops, warn, hang or oom" ;; esac
 [[ $filter =~ [[:space:]] ]] && die_usage "--filter takes a glob without spaces"
 if [ -n "$kernel" ] || [ -n "$kbuild" ]; then
 	[ -n "$kernel" ] && [ -n "$kbuild" ] || die_usage "--kernel and --kbuild go together"
@@ -288,6 +312,10 @@ qemu=(qemu-system-x86_64 -nodefaults -display none -no-reboot
 	-kernel "$kernel" -initrd "$outdir/initramfs.cpio.gz")
 cmdline="console=ttyS0 panic=-1 oops=panic loglevel=7 hmmfolio.filter=$filter"
 [ -z "$test_timeout" ] || cmdline="$cmdline hmmfolio.timeout=$test_timeout"
+cmdline="$cmdline hmmfolio.seed=$seed"
+[ -z "$duration" ] || cmdline="$cmdline hmmfolio.duration=$duration"
+[ "$crashers" = 0 ] || cmdline="$cmdline hmmfolio.crashers=1"
+[ -z "$inject" ] || cmdline="$cmdline hmmfolio.inject=$inject"
 
 # /dev/kvm can exist and still not work (a guest that hangs after the BIOS):
 # believe KVM only when a guest prints the kernel banner with it.
@@ -352,7 +380,7 @@ done
 wait $qpid 2>/dev/null
 qrc=$?
 wait $follower 2>/dev/null
-log "guest ran $((SECONDS - start)) s ($accel)"
+log "guest ran $((SECONDS - start)) s ($accel); hmm-folio-stress seed $seed (--seed $seed repeats it)"
 if [ ! -s "$console" ] && [ -z "$timed_out" ] && [ $qrc -ne 0 ]; then
 	cat "$outdir/qemu.log" >&2
 	die_infra "QEMU failed to start (exit $qrc)"

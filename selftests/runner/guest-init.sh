@@ -8,6 +8,11 @@
 #   hmmfolio.filter=GLOB      run only tests (fixture.variant.test) matching GLOB
 #   hmmfolio.timeout=SEC      per test program; default from /tests/settings
 #   hmmfolio.module=FILE      module to load (default /modules/test_hmm.ko)
+#   hmmfolio.seed=N           HMM_FOLIO_SEED for hmm-folio-stress
+#   hmmfolio.duration=SEC     HMM_FOLIO_DURATION for hmm-folio-stress
+#   hmmfolio.crashers=1       HMM_FOLIO_CRASHERS: run known kernel-crashing bugs
+#   hmmfolio.inject=KIND      after the first program: panic, oops, warn, hang
+#                             or oom (run_tests.sh --inject: runner self-check)
 
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
@@ -17,6 +22,7 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t tmpfs tmpfs /tmp
 
 filter=
+inject=
 timeout=
 module=/modules/test_hmm.ko
 for arg in $(cat /proc/cmdline); do
@@ -24,6 +30,10 @@ for arg in $(cat /proc/cmdline); do
 	hmmfolio.filter=*) filter=${arg#hmmfolio.filter=} ;;
 	hmmfolio.timeout=*) timeout=${arg#hmmfolio.timeout=} ;;
 	hmmfolio.module=*) module=${arg#hmmfolio.module=} ;;
+	hmmfolio.seed=*) export HMM_FOLIO_SEED=${arg#hmmfolio.seed=} ;;
+	hmmfolio.duration=*) export HMM_FOLIO_DURATION=${arg#hmmfolio.duration=} ;;
+	hmmfolio.crashers=1) export HMM_FOLIO_CRASHERS=1 ;;
+	hmmfolio.inject=*) inject=${arg#hmmfolio.inject=} ;;
 	esac
 done
 [ -n "$timeout" ] || timeout=$(sed -n 's/^timeout=//p' /tests/settings 2>/dev/null)
@@ -112,10 +122,38 @@ run_prog() {
 	return $rc
 }
 
+# A fault the runner must turn into a FAIL (run_tests.sh --inject).
+inject_fault() {
+	out "# hmmfolio: injecting $1"
+	lkdtm=/sys/kernel/debug/provoke-crash/DIRECT
+	case $1 in
+	oops|warn|hang)
+		mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+		if [ ! -w $lkdtm ]; then
+			out "# hmmfolio: no LKDTM ($lkdtm): cannot inject $1"
+			return
+		fi ;;
+	esac
+	case $1 in
+	panic) echo c >/proc/sysrq-trigger ;;
+	oops) echo BUG >$lkdtm ;;
+	warn) echo WARNING >$lkdtm ;;
+	hang) echo HUNG_TASK >$lkdtm ;;
+	# sort keeps every line: the OOM killer takes it, the guest goes on.
+	oom) head -c 8000000000 /dev/zero | tr '\0' '\n' | sort >/dev/null ;;
+	esac
+}
+
 # fixture.variant.test names of a kselftest_harness program, from its -l
-# table ("%-20s %-25s %s" rows that zip the variants and the tests).
+# table ("%-20s %-25s %s" rows that zip the variants and the tests); a
+# program that is not one (no "# FIXTURE" header) is one test, its name.
 list_tests() {
-	"$1" -l 2>&1 | awk '
+	"$1" -l >/tmp/list.$$ 2>&1
+	if ! grep -q '^# FIXTURE' /tmp/list.$$; then
+		echo "${1##*/}"
+		return
+	fi
+	awk '
 	function flush(i, j) {
 		for (i = 1; i <= (nv ? nv : 1); i++)
 			for (j = 1; j <= nt; j++)
@@ -137,7 +175,7 @@ list_tests() {
 			T[++nt] = w[1]
 		}
 	}
-	END { flush() }'
+	END { flush() }' /tmp/list.$$
 }
 
 out "TAP version 13"
@@ -146,6 +184,8 @@ if ! insmod "$module" 2>/tmp/insmod.err; then
 	finish
 fi
 
+# hmm-folio-teardown unloads and reloads the module.
+export HMM_FOLIO_MODULE=$module
 cd /tests
 progs=$(cat /tests/list)
 set -- $progs
@@ -159,7 +199,7 @@ for prog in $progs; do
 		sel=
 		for t in $(list_tests ./$prog); do
 			case $t in
-			$filter) sel="$sel -r $t" ;;
+			$filter) [ "$t" = "$prog" ] && sel=" " || sel="$sel -r $t" ;;
 			esac
 		done
 		if [ -z "$sel" ]; then
@@ -177,6 +217,10 @@ for prog in $progs; do
 	124) out "not ok $n selftests: mm: $prog # TIMEOUT ${timeout} seconds" ;;
 	*) out "not ok $n selftests: mm: $prog # exit=$rc" ;;
 	esac
+	if [ -n "$inject" ]; then
+		inject_fault $inject
+		inject=
+	fi
 done
 
 # Every device folio must be gone once the tests are: unloading must work

@@ -106,6 +106,10 @@ class Options(unittest.TestCase):
             (["--accel", "xen"], "--accel"),
             (["--filter"], "needs an argument"),
             (["--memory", "64"], "--memory"),
+            (["--seed", "-1"], "--seed"),
+            (["--seed", "12345678901"], "--seed"),
+            (["--duration", "0"], "--duration"),
+            (["--inject", "fire"], "--inject"),
         ]:
             with self.subTest(args=args):
                 r = self.run_tests(*args)
