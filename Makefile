@@ -4,7 +4,10 @@
 #                (run_tests.sh; RUN_ARGS="--filter ... --ksrc ..." passes options)
 #   make unit    unit tests of the host side (verdict, options)
 #   make style   checkpatch --strict on lib/test_hmm patches and the C sources
-#   make check   the project's own checks: unit tests, the suite in QEMU, style
+#   make check   the project's own checks: unit tests, the suite in QEMU, the
+#                runner's verdicts on injected guest faults, style
+#   make inject  only the runner's check: a guest that panics, oopses, WARNs,
+#                hangs or runs out of memory must give FAIL (INJECT="oom ...")
 #   make prove   the suite must pass on the unmodified kernel and fail on each
 #                kernel of selftests/mutations (MUTATIONS="a.patch b.patch")
 #   make tests KSRC=DIR   only build the test programs against a kernel tree
@@ -28,7 +31,7 @@ test:
 unit:
 	cd selftests/runner && $(PYTHON) -m unittest -v test_runner
 
-check: unit test style
+check: unit test inject style
 
 style:
 	@test -x $(CHECKPATCH) || { echo "no $(CHECKPATCH): run ./run_tests.sh once or set KSRC"; exit 1; }
@@ -37,6 +40,9 @@ style:
 	@$(CHECKPATCH) --strict --no-tree -q --ignore $(SELFTEST_IGNORE) \
 		-f selftests/mm/*.c selftests/mm/*.h
 	@echo "style: lib/test_hmm patches and selftests/mm sources are checkpatch clean"
+
+inject:
+	selftests/runner/inject.sh $(RUN_ARGS) $(INJECT)
 
 prove:
 	selftests/runner/prove.sh $(RUN_ARGS) $(MUTATIONS)
@@ -47,4 +53,4 @@ tests:
 clean:
 	$(MAKE) -C selftests/mm KSRC=$(KSRC) clean 2>/dev/null || true
 
-.PHONY: all test unit style check prove tests clean
+.PHONY: all test unit style check inject prove tests clean
