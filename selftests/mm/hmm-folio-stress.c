@@ -93,6 +93,15 @@ static atomic_ulong seq;
 static atomic_uint gens;
 static atomic_bool failed;
 static struct timespec t0;
+/*
+ * Shared by the processes: closing a mirror evicts every page of the
+ * device, the other processes' too, so none closes its own before all are
+ * done (or one failed).
+ */
+static struct {
+	atomic_int done;
+	atomic_int failed;
+} *procs_state;
 static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Folio ops of one fd: CHECK_HELD must not see a folio mid-fill or free. */
 static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -141,6 +150,8 @@ fail(struct worker *w, const char *fmt, ...)
 	int i, t;
 
 	atomic_store(&failed, true);
+	if (procs_state)
+		atomic_store(&procs_state->failed, 1);
 	pthread_mutex_lock(&print_lock);
 	printf("# stress FAIL (seed %u, process %d, thread %d, after %u ms): ",
 	       seed, w->proc, w->id, ms_now());
@@ -519,6 +530,11 @@ static int proc_main(int proc)
 	for (s = 0; s < SLOTS; s++)
 		check_slot(&workers[0], s, "the last op");
 	printf("# process %d: %lu ops\n", proc, ops);
+	fflush(stdout);
+	atomic_fetch_add(&procs_state->done, 1);
+	for (t = 0; t < 6000 && atomic_load(&procs_state->done) < nprocs &&
+	     !atomic_load(&procs_state->failed); t++)
+		usleep(10000);
 	close(fd);
 	return KSFT_PASS;
 }
@@ -623,6 +639,10 @@ int main(int argc, char **argv)
 	size = read_pmd_pagesize();
 	npages = size / psize();
 
+	procs_state = mmap(NULL, sizeof(*procs_state), PROT_READ | PROT_WRITE,
+			   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (procs_state == MAP_FAILED)
+		ksft_exit_fail_msg("mmap: %s\n", strerror(errno));
 	fflush(stdout);
 	for (p = 0; p < nprocs; p++) {
 		pids[p] = fork();
