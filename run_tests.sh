@@ -44,6 +44,9 @@ Guest:
   --accel auto|kvm|tcg QEMU accelerator (default auto: KVM only if a probe
                        guest really boots with it, else TCG)
   --memory MB          guest memory, split over two NUMA nodes (default 2048)
+  --append ARGS        more guest kernel command line, e.g. numa=off (one
+                       node: the NUMA tests skip) or
+                       sysctl.kernel.io_uring_disabled=2 (no io_uring)
 
 Output:
   --output DIR         keep logs here (default: <cache>/runs/<time>)
@@ -100,6 +103,7 @@ timeout=1500
 test_timeout=
 accel=auto
 memory=2048
+append=
 outdir=
 cache=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/hmm-folio
 raw=0
@@ -119,6 +123,7 @@ while [ $# -gt 0 ]; do
 	--test-timeout) need_arg "$@"; test_timeout=$2; shift 2 ;;
 	--accel) need_arg "$@"; accel=$2; shift 2 ;;
 	--memory) need_arg "$@"; memory=$2; shift 2 ;;
+	--append) need_arg "$@"; append=$2; shift 2 ;;
 	--output|--keep) need_arg "$@"; outdir=$2; shift 2 ;;
 	--cache) need_arg "$@"; cache=$2; shift 2 ;;
 	--raw) raw=1; shift ;;
@@ -288,6 +293,7 @@ qemu=(qemu-system-x86_64 -nodefaults -display none -no-reboot
 	-kernel "$kernel" -initrd "$outdir/initramfs.cpio.gz")
 cmdline="console=ttyS0 panic=-1 oops=panic loglevel=7 hmmfolio.filter=$filter"
 [ -z "$test_timeout" ] || cmdline="$cmdline hmmfolio.timeout=$test_timeout"
+[ -z "$append" ] || cmdline="$cmdline $append"
 
 # /dev/kvm can exist and still not work (a guest that hangs after the BIOS):
 # believe KVM only when a guest prints the kernel banner with it.

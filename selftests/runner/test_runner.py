@@ -106,6 +106,7 @@ class Options(unittest.TestCase):
             (["--accel", "xen"], "--accel"),
             (["--filter"], "needs an argument"),
             (["--memory", "64"], "--memory"),
+            (["--append"], "needs an argument"),
         ]:
             with self.subTest(args=args):
                 r = self.run_tests(*args)
