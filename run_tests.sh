@@ -52,6 +52,9 @@ Guest:
   --accel auto|kvm|tcg QEMU accelerator (default auto: KVM only if a probe
                        guest really boots with it, else TCG)
   --memory MB          guest memory, split over two NUMA nodes (default 2048)
+  --append ARGS        more guest kernel command line, e.g. numa=off (one
+                       node: the NUMA tests skip) or
+                       sysctl.kernel.io_uring_disabled=2 (no io_uring)
 
 Output:
   --output DIR         keep logs here (default: <cache>/runs/<time>)
@@ -112,6 +115,7 @@ crashers=0
 inject=
 accel=auto
 memory=2048
+append=
 outdir=
 cache=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/hmm-folio
 raw=0
@@ -135,6 +139,7 @@ while [ $# -gt 0 ]; do
 	--inject) need_arg "$@"; inject=$2; shift 2 ;;
 	--accel) need_arg "$@"; accel=$2; shift 2 ;;
 	--memory) need_arg "$@"; memory=$2; shift 2 ;;
+	--append) need_arg "$@"; append=$2; shift 2 ;;
 	--output|--keep) need_arg "$@"; outdir=$2; shift 2 ;;
 	--cache) need_arg "$@"; cache=$2; shift 2 ;;
 	--raw) raw=1; shift ;;
@@ -316,6 +321,7 @@ cmdline="$cmdline hmmfolio.seed=$seed"
 [ -z "$duration" ] || cmdline="$cmdline hmmfolio.duration=$duration"
 [ "$crashers" = 0 ] || cmdline="$cmdline hmmfolio.crashers=1"
 [ -z "$inject" ] || cmdline="$cmdline hmmfolio.inject=$inject"
+[ -z "$append" ] || cmdline="$cmdline $append"
 
 # /dev/kvm can exist and still not work (a guest that hangs after the BIOS):
 # believe KVM only when a guest prints the kernel banner with it.

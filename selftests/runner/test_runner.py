@@ -110,6 +110,7 @@ class Options(unittest.TestCase):
             (["--seed", "12345678901"], "--seed"),
             (["--duration", "0"], "--duration"),
             (["--inject", "fire"], "--inject"),
+            (["--append"], "needs an argument"),
         ]:
             with self.subTest(args=args):
                 r = self.run_tests(*args)

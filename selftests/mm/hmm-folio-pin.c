@@ -1,0 +1,714 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Pinned I/O around device-private large folios.
+ *
+ * fixed: a THP registered as io_uring fixed buffers is pinned for the long
+ * term (FOLL_LONGTERM). Migrating it to the device must leave it in system
+ * memory, since the ring would go on reading and writing the old pages;
+ * registering a range whose THP sits on the device must bring it back to
+ * system memory first. Either way the ring's I/O and the CPU must see the
+ * same pages, and once the buffers are unregistered the THP goes to the
+ * device as one PMD folio again.
+ *
+ * race: O_DIRECT reads and writes (pread/pwrite, or io_uring) pin the pages
+ * of a range for the time of each I/O while another thread migrates the
+ * same range to the device, brings it back, or unmaps it. Bounded in time
+ * and seeded (HMM_FOLIO_SEED repeats a run); afterwards the block device
+ * and memory must hold exactly what the I/O thread last wrote.
+ *
+ * O_DIRECT needs a block device: a loop device over a tmpfs file (tmpfs
+ * itself only pretends to do direct I/O and never pins user pages).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/loop.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+
+#ifdef HAVE_LIBURING
+#include <liburing.h>
+#endif
+
+#include "kselftest_harness.h"
+#include "vm_util.h"
+#include "hmm_folio_util.h"
+
+/* ------------------------------------------------------------------------
+ * io_uring, through liburing: one ring, one request at a time.
+ */
+
+struct pin_ring {
+#ifdef HAVE_LIBURING
+	struct io_uring ring;
+#endif
+	bool up;
+};
+
+static int pin_ring_init(struct pin_ring *r, const char **why)
+{
+#ifdef HAVE_LIBURING
+	int ret = io_uring_queue_init(8, &r->ring, 0);
+
+	r->up = !ret;
+	if (ret == -ENOSYS)
+		*why = "io_uring not in this kernel (CONFIG_IO_URING)";
+	else if (ret == -EPERM)
+		*why = "io_uring disabled (sysctl kernel.io_uring_disabled)";
+	else if (ret)
+		*why = "io_uring_queue_init failed";
+	return ret;
+#else
+	r->up = false;
+	*why = "built without liburing (liburing-dev was missing at build time)";
+	return -EOPNOTSUPP;
+#endif
+}
+
+static void pin_ring_exit(struct pin_ring *r)
+{
+#ifdef HAVE_LIBURING
+	if (r->up)
+		io_uring_queue_exit(&r->ring);
+#endif
+	r->up = false;
+}
+
+/* Register [p, +size) as fixed buffer 0: a long-term pin of its pages. */
+static int pin_ring_register(struct pin_ring *r, void *p, size_t size)
+{
+#ifdef HAVE_LIBURING
+	struct iovec iov = { .iov_base = p, .iov_len = size };
+
+	return io_uring_register_buffers(&r->ring, &iov, 1);
+#else
+	return -EOPNOTSUPP;
+#endif
+}
+
+static int pin_ring_unregister(struct pin_ring *r)
+{
+#ifdef HAVE_LIBURING
+	return io_uring_unregister_buffers(&r->ring);
+#else
+	return -EOPNOTSUPP;
+#endif
+}
+
+/*
+ * One read (@write false) or write of @len bytes at @buf, file offset @off,
+ * from fixed buffer 0 when @fixed. Returns the result: bytes or -errno.
+ */
+static long pin_ring_rw(struct pin_ring *r, bool write, bool fixed, int fd,
+			void *buf, size_t len, off_t off)
+{
+#ifdef HAVE_LIBURING
+	struct io_uring_cqe *cqe;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+	long ret;
+
+	if (!sqe)
+		return -EBUSY;
+	if (fixed && write)
+		io_uring_prep_write_fixed(sqe, fd, buf, len, off, 0);
+	else if (fixed)
+		io_uring_prep_read_fixed(sqe, fd, buf, len, off, 0);
+	else if (write)
+		io_uring_prep_write(sqe, fd, buf, len, off);
+	else
+		io_uring_prep_read(sqe, fd, buf, len, off);
+	ret = io_uring_submit(&r->ring);
+	if (ret != 1)
+		return ret < 0 ? ret : -EIO;
+	do {
+		ret = io_uring_wait_cqe(&r->ring, &cqe);
+	} while (ret == -EINTR);
+	if (ret)
+		return ret;
+	ret = cqe->res;
+	io_uring_cqe_seen(&r->ring, cqe);
+	return ret;
+#else
+	return -EOPNOTSUPP;
+#endif
+}
+
+/* ------------------------------------------------------------------------
+ * A loop block device over an unlinked tmpfs file, opened O_DIRECT.
+ */
+
+struct pin_disk {
+	int fd;		/* /dev/loopN, O_DIRECT; LO_FLAGS_AUTOCLEAR detaches it */
+	size_t size;
+};
+
+static int pin_disk_open(struct pin_disk *d, size_t size, const char **why)
+{
+	struct loop_config cfg = {
+		.block_size = 4096,
+		.info.lo_flags = LO_FLAGS_AUTOCLEAR,
+	};
+	char path[] = "/tmp/hmm-folio-pin.XXXXXX", dev[32];
+	int ctl, back, n, ret = -1;
+
+	d->fd = -1;
+	d->size = size;
+	ctl = open("/dev/loop-control", O_RDWR);
+	if (ctl < 0) {
+		*why = "no /dev/loop-control (CONFIG_BLK_DEV_LOOP): no block device for O_DIRECT";
+		return -1;
+	}
+	back = mkstemp(path);
+	if (back < 0) {
+		*why = "cannot create the loop device's backing file in /tmp";
+		goto out_ctl;
+	}
+	unlink(path);
+	if (ftruncate(back, size)) {
+		*why = "cannot size the loop device's backing file";
+		goto out_back;
+	}
+	n = ioctl(ctl, LOOP_CTL_GET_FREE);
+	snprintf(dev, sizeof(dev), "/dev/loop%d", n);
+	d->fd = n < 0 ? -1 : open(dev, O_RDWR | O_DIRECT);
+	if (d->fd < 0) {
+		*why = "no free loop device";
+		goto out_back;
+	}
+	cfg.fd = back;
+	if (ioctl(d->fd, LOOP_CONFIGURE, &cfg)) {
+		*why = "LOOP_CONFIGURE failed";
+		close(d->fd);
+		d->fd = -1;
+		goto out_back;
+	}
+	ret = 0;
+out_back:
+	close(back);
+out_ctl:
+	close(ctl);
+	return ret;
+}
+
+static void pin_disk_close(struct pin_disk *d)
+{
+	if (d->fd >= 0)
+		close(d->fd);
+	d->fd = -1;
+}
+
+/* Every page must be @want in the device's SNAPSHOT of [p, +npages). */
+static void pin_expect_snapshot(struct __test_metadata *_metadata, int fd,
+				unsigned char *m, char *p,
+				unsigned long npages, unsigned char want,
+				const char *step)
+{
+	struct hmm_dmirror_cmd cmd;
+	unsigned long i;
+
+	ASSERT_EQ(hmm_folio_cmd(fd, HMM_DMIRROR_SNAPSHOT, p, m, npages, &cmd),
+		  0);
+	for (i = 0; i < npages; i++)
+		ASSERT_EQ(m[i], want)
+			TH_LOG("%s: page %lu snapshot %#x, expected %#x", step,
+			       i, m[i], want);
+}
+
+/* Snapshot of a pinned THP: writable, PMD-mapped system memory. */
+#define PIN_PROT_SYS_PMD	(HMM_DMIRROR_PROT_PMD | HMM_DMIRROR_PROT_WRITE)
+
+/* ------------------------------------------------------------------------
+ * fixed: io_uring fixed buffers over a THP, and the device.
+ */
+
+enum fixed_how {
+	FIXED_PIN_THEN_MIGRATE,	/* registered, then MIGRATE_TO_DEV tried */
+	FIXED_DEVICE_THEN_PIN,	/* on the device, then registered */
+};
+
+FIXTURE(fixed)
+{
+	struct hmm_folio_kmsg kmsg;
+	int fd;
+	struct pin_ring ring;
+	struct pin_disk disk;
+	int file;		/* what the ring reads and writes */
+	size_t size;
+	unsigned long npages;
+	void *mirror;
+	void *bounce;
+};
+
+FIXTURE_VARIANT(fixed)
+{
+	enum fixed_how how;
+	bool dio;		/* the loop device O_DIRECT, not a tmpfs file */
+};
+
+FIXTURE_VARIANT_ADD(fixed, pin_then_migrate_file)
+{
+	.how = FIXED_PIN_THEN_MIGRATE,
+};
+
+FIXTURE_VARIANT_ADD(fixed, pin_then_migrate_dio)
+{
+	.how = FIXED_PIN_THEN_MIGRATE, .dio = true,
+};
+
+FIXTURE_VARIANT_ADD(fixed, device_then_pin_file)
+{
+	.how = FIXED_DEVICE_THEN_PIN,
+};
+
+FIXTURE_VARIANT_ADD(fixed, device_then_pin_dio)
+{
+	.how = FIXED_DEVICE_THEN_PIN, .dio = true,
+};
+
+FIXTURE_SETUP(fixed)
+{
+	char path[] = "/tmp/hmm-folio-fixed.XXXXXX";
+	const char *why = NULL;
+
+	self->mirror = NULL;
+	self->bounce = NULL;
+	self->file = -1;
+	self->disk.fd = -1;
+	self->ring.up = false;
+	if (!hmm_folio_fixture_open(&self->kmsg, &self->fd, HMM_FOLIO_NEED_THP,
+				    &why))
+		SKIP(return, "%s", why);
+	if (pin_ring_init(&self->ring, &why))
+		SKIP(return, "%s", why);
+	self->size = read_pmd_pagesize();
+	self->npages = self->size / psize();
+	if (variant->dio) {
+		if (pin_disk_open(&self->disk, self->size, &why))
+			SKIP(return, "%s", why);
+		self->file = self->disk.fd;
+	} else {
+		self->file = mkstemp(path);
+		ASSERT_GE(self->file, 0);
+		unlink(path);
+	}
+	self->mirror = malloc(self->size);
+	ASSERT_NE(self->mirror, NULL);
+	self->bounce = aligned_alloc(psize(), self->size);
+	ASSERT_NE(self->bounce, NULL);
+}
+
+FIXTURE_TEARDOWN(fixed)
+{
+	int splats;
+
+	pin_ring_exit(&self->ring);
+	if (variant->dio)
+		pin_disk_close(&self->disk);
+	else if (self->file >= 0)
+		close(self->file);
+	splats = hmm_folio_fixture_close(&self->kmsg, &self->fd);
+	free(self->mirror);
+	free(self->bounce);
+	HMM_FOLIO_FAIL_ON_SPLATS(splats);
+}
+
+/*
+ * The ring and the CPU must use the same pages: the CPU writes a new
+ * generation, the ring writes the buffer to the file, the file must hold
+ * it; then the file gets another generation and the ring reads it into the
+ * buffer, where the CPU must see it. Returns the generation in memory.
+ */
+static unsigned int fixed_io(struct __test_metadata *_metadata,
+			     FIXTURE_DATA(fixed) *self, char *p,
+			     unsigned int gen)
+{
+	gen++;
+	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
+	ASSERT_EQ(pin_ring_rw(&self->ring, true, true, self->file, p,
+			      self->size, 0), self->size);
+	ASSERT_EQ(pread(self->file, self->bounce, self->size, 0), self->size);
+	ASSERT_EQ(hmm_folio_check(self->bounce, self->size, (uintptr_t)p, gen,
+				  "file after WRITE_FIXED"), 0);
+
+	gen++;
+	hmm_folio_fill(self->bounce, self->size, (uintptr_t)p, gen);
+	ASSERT_EQ(pwrite(self->file, self->bounce, self->size, 0), self->size);
+	ASSERT_EQ(pin_ring_rw(&self->ring, false, true, self->file, p,
+			      self->size, 0), self->size);
+	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
+				  "buffer after READ_FIXED"), 0);
+	return gen;
+}
+
+/* MIGRATE_TO_DEV of a pinned range: nothing of it may move. */
+static void fixed_try_migrate(struct __test_metadata *_metadata,
+			      FIXTURE_DATA(fixed) *self, char *p,
+			      unsigned int gen)
+{
+	struct hmm_dmirror_cmd cmd;
+	int ret;
+
+	ret = hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p,
+			    self->mirror, self->npages, &cmd);
+	/* test_hmm: ENOENT when nothing could be migrated */
+	ASSERT_TRUE(!ret || ret == -ENOENT || ret == -EBUSY)
+		TH_LOG("MIGRATE_TO_DEV of a pinned range: %s", strerror(-ret));
+	pin_expect_snapshot(_metadata, self->fd, self->mirror, p, self->npages,
+			    PIN_PROT_SYS_PMD, "pinned, after MIGRATE_TO_DEV");
+	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
+				  "pinned buffer after MIGRATE_TO_DEV"), 0);
+}
+
+/* To the device as one PMD folio, its copy carrying generation @gen. */
+static void fixed_to_device(struct __test_metadata *_metadata,
+			    FIXTURE_DATA(fixed) *self, char *p,
+			    unsigned int gen)
+{
+	struct hmm_dmirror_cmd cmd;
+
+	memset(self->mirror, 0, self->size);
+	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p,
+				self->mirror, self->npages, &cmd), 0);
+	ASSERT_EQ(cmd.cpages, self->npages);
+	ASSERT_EQ(hmm_folio_check(self->mirror, self->size, (uintptr_t)p, gen,
+				  "device copy after MIGRATE_TO_DEV"), 0);
+	pin_expect_snapshot(_metadata, self->fd, self->mirror, p, self->npages,
+			    HMM_FOLIO_PROT_DEV_PMD, "after MIGRATE_TO_DEV");
+}
+
+TEST_F_TIMEOUT(fixed, lifecycle, 60)
+{
+	unsigned int gen = 1;
+	char *p = hmm_folio_map_aligned(self->size);
+
+	ASSERT_NE(p, NULL);
+	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
+	ASSERT_TRUE(check_huge_anon(p, 1, self->size))
+		TH_LOG("no PMD-sized THP at %p after MADV_HUGEPAGE", p);
+
+	if (variant->how == FIXED_DEVICE_THEN_PIN) {
+		fixed_to_device(_metadata, self, p, gen);
+		/* Pinning faults the device folio back to system memory. */
+		ASSERT_EQ(pin_ring_register(&self->ring, p, self->size), 0);
+		pin_expect_snapshot(_metadata, self->fd, self->mirror, p,
+				    self->npages, PIN_PROT_SYS_PMD,
+				    "registered over the device folio");
+		ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
+					  "buffer registered over the device"), 0);
+	} else {
+		ASSERT_EQ(pin_ring_register(&self->ring, p, self->size), 0);
+	}
+
+	gen = fixed_io(_metadata, self, p, gen);
+	fixed_try_migrate(_metadata, self, p, gen);
+	/* The ring still reads and writes the pages the CPU sees. */
+	gen = fixed_io(_metadata, self, p, gen);
+	fixed_try_migrate(_metadata, self, p, gen);
+
+	/* Unpinned, the THP goes to the device whole, and comes back. */
+	ASSERT_EQ(pin_ring_unregister(&self->ring), 0);
+	fixed_to_device(_metadata, self, p, gen);
+	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
+				  "CPU view after fault-back"), 0);
+	ASSERT_EQ(munmap(p, self->size), 0);
+}
+
+/* ------------------------------------------------------------------------
+ * race: O_DIRECT I/O against migration and munmap of the same range.
+ */
+
+enum race_io {
+	RACE_PIO,	/* pwrite/pread on the O_DIRECT fd */
+	RACE_URING,	/* IORING_OP_WRITE/READ on it */
+};
+
+enum race_op {
+	RACE_TO_DEV,	/* MIGRATE_TO_DEV; the I/O faults pages back */
+	RACE_TO_SYS,	/* MIGRATE_TO_DEV, then MIGRATE_TO_SYS */
+	RACE_MUNMAP,	/* the read buffer to the device, unmapped, mapped anew */
+};
+
+#define RACE_MS		2000	/* how long each race runs */
+#define RACE_MAX_PAGES	64	/* largest I/O, in pages */
+
+FIXTURE(race)
+{
+	struct hmm_folio_kmsg kmsg;
+	int fd;
+	struct pin_ring ring;
+	struct pin_disk disk;
+	size_t size;
+	unsigned long npages;
+	char *src;		/* written to the disk */
+	char *dst;		/* read from the disk */
+	void *mirror;
+	void *bounce;
+	unsigned int *gens;	/* generation of each disk page */
+	unsigned int seed;
+	bool stop;		/* __atomic: the mover thread reads it */
+	/* what the migrating thread saw */
+	unsigned long migrations, failed_migrations, remaps;
+	int bad_errno;
+};
+
+FIXTURE_VARIANT(race)
+{
+	enum race_io io;
+	enum race_op op;
+};
+
+#define RACE(i, o, ie, oe) FIXTURE_VARIANT_ADD(race, i##_##o)	\
+	{ .io = ie, .op = oe }
+RACE(pio, to_dev, RACE_PIO, RACE_TO_DEV);
+RACE(pio, to_sys, RACE_PIO, RACE_TO_SYS);
+RACE(pio, munmap, RACE_PIO, RACE_MUNMAP);
+RACE(uring, to_dev, RACE_URING, RACE_TO_DEV);
+RACE(uring, to_sys, RACE_URING, RACE_TO_SYS);
+RACE(uring, munmap, RACE_URING, RACE_MUNMAP);
+
+FIXTURE_SETUP(race)
+{
+	const char *why = NULL, *env = getenv("HMM_FOLIO_SEED");
+
+	self->mirror = NULL;
+	self->bounce = NULL;
+	self->gens = NULL;
+	self->src = NULL;
+	self->dst = NULL;
+	self->disk.fd = -1;
+	self->ring.up = false;
+	self->stop = false;
+	if (!hmm_folio_fixture_open(&self->kmsg, &self->fd, HMM_FOLIO_NEED_THP,
+				    &why))
+		SKIP(return, "%s", why);
+	if (variant->io == RACE_URING && pin_ring_init(&self->ring, &why))
+		SKIP(return, "%s", why);
+	self->size = read_pmd_pagesize();
+	self->npages = self->size / psize();
+	if (pin_disk_open(&self->disk, self->size, &why))
+		SKIP(return, "%s", why);
+	self->seed = env ? strtoul(env, NULL, 0) : (unsigned int)time(NULL);
+	TH_LOG("seed %u (HMM_FOLIO_SEED=%u repeats it)", self->seed,
+	       self->seed);
+	self->mirror = malloc(self->size);
+	self->bounce = aligned_alloc(psize(), self->size);
+	self->gens = calloc(self->npages, sizeof(*self->gens));
+	ASSERT_TRUE(self->mirror && self->bounce && self->gens);
+}
+
+FIXTURE_TEARDOWN(race)
+{
+	int splats;
+
+	pin_ring_exit(&self->ring);
+	pin_disk_close(&self->disk);
+	if (self->src)
+		munmap(self->src, self->size);
+	if (self->dst)
+		munmap(self->dst, self->size);
+	splats = hmm_folio_fixture_close(&self->kmsg, &self->fd);
+	free(self->mirror);
+	free(self->bounce);
+	free(self->gens);
+	HMM_FOLIO_FAIL_ON_SPLATS(splats);
+}
+
+struct race_ctx {
+	FIXTURE_DATA(race) *self;
+	const FIXTURE_VARIANT(race) *variant;
+};
+
+static void race_migrate(FIXTURE_DATA(race) *self, unsigned long request,
+			 char *p)
+{
+	struct hmm_dmirror_cmd cmd;
+	int ret = hmm_folio_cmd(self->fd, request, p,
+				request == HMM_DMIRROR_MIGRATE_TO_DEV ?
+				self->mirror : NULL, self->npages, &cmd);
+
+	if (!ret) {
+		self->migrations++;
+		return;
+	}
+	self->failed_migrations++;
+	/*
+	 * Pinned or busy pages are skipped (test_hmm: ENOENT when none
+	 * moved); anything else is a bug.
+	 */
+	if (ret != -ENOENT && ret != -EBUSY && ret != -EAGAIN &&
+	    !self->bad_errno)
+		self->bad_errno = -ret;
+}
+
+static bool race_stopped(FIXTURE_DATA(race) *self)
+{
+	return __atomic_load_n(&self->stop, __ATOMIC_ACQUIRE);
+}
+
+static void race_stop(FIXTURE_DATA(race) *self)
+{
+	__atomic_store_n(&self->stop, true, __ATOMIC_RELEASE);
+}
+
+/* One round of the thread that moves the range under the I/O's feet. */
+static void race_move(FIXTURE_DATA(race) *self,
+		      const FIXTURE_VARIANT(race) *variant)
+{
+	race_migrate(self, HMM_DMIRROR_MIGRATE_TO_DEV, self->src);
+	race_migrate(self, HMM_DMIRROR_MIGRATE_TO_DEV, self->dst);
+	switch (variant->op) {
+	case RACE_TO_DEV:
+		break;
+	case RACE_TO_SYS:
+		race_migrate(self, HMM_DMIRROR_MIGRATE_TO_SYS, self->src);
+		race_migrate(self, HMM_DMIRROR_MIGRATE_TO_SYS, self->dst);
+		break;
+	case RACE_MUNMAP:
+		/* Zaps the device folio under the I/O, or its pages. */
+		munmap(self->dst, self->size);
+		if (mmap(self->dst, self->size, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) ==
+		    MAP_FAILED ||
+		    madvise(self->dst, self->size, MADV_HUGEPAGE)) {
+			if (!self->bad_errno)
+				self->bad_errno = errno;
+			race_stop(self);
+		}
+		self->remaps++;
+		break;
+	}
+}
+
+static void *race_mover(void *arg)
+{
+	struct race_ctx *c = arg;
+
+	while (!race_stopped(c->self))
+		race_move(c->self, c->variant);
+	return NULL;
+}
+
+static long race_rw(FIXTURE_DATA(race) *self,
+		    const FIXTURE_VARIANT(race) *variant, bool write,
+		    void *buf, size_t len, off_t off)
+{
+	long ret;
+
+	if (variant->io == RACE_URING)
+		return pin_ring_rw(&self->ring, write, false, self->disk.fd,
+				   buf, len, off);
+	ret = write ? pwrite(self->disk.fd, buf, len, off) :
+		pread(self->disk.fd, buf, len, off);
+	return ret < 0 ? -errno : ret;
+}
+
+static unsigned long race_elapsed_ms(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (t.tv_sec - t0->tv_sec) * 1000 +
+		(t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* Page @i of @buf must carry the generation the disk last got for it. */
+static unsigned long race_check(FIXTURE_DATA(race) *self, const char *buf,
+				const char *what)
+{
+	unsigned long i, bad = 0;
+
+	for (i = 0; i < self->npages; i++)
+		bad += hmm_folio_check(buf + i * psize(), psize(),
+				       (uintptr_t)self->src + i * psize(),
+				       self->gens[i], what);
+	return bad;
+}
+
+TEST_F_TIMEOUT(race, dio, 60)
+{
+	unsigned long iters = 0, short_reads = 0;
+	struct race_ctx ctx = { self, variant };
+	unsigned int gen = 0, seed = self->seed;
+	struct timespec t0;
+	pthread_t mover;
+
+	self->src = hmm_folio_map_aligned(self->size);
+	self->dst = hmm_folio_map_aligned(self->size);
+	ASSERT_TRUE(self->src && self->dst);
+	/* Disk, source and destination all start at generation 0. */
+	hmm_folio_fill(self->src, self->size, (uintptr_t)self->src, gen);
+	ASSERT_EQ(race_rw(self, variant, true, self->src, self->size, 0),
+		  self->size);
+	ASSERT_EQ(race_rw(self, variant, false, self->dst, self->size, 0),
+		  self->size);
+	ASSERT_EQ(race_check(self, self->dst, "first read"), 0);
+
+	ASSERT_EQ(pthread_create(&mover, NULL, race_mover, &ctx), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!race_stopped(self) && race_elapsed_ms(&t0) < RACE_MS) {
+		unsigned long first = rand_r(&seed) % self->npages;
+		unsigned long n = 1 + rand_r(&seed) % RACE_MAX_PAGES;
+		size_t off = first * psize(), len;
+		long ret;
+
+		if (n > self->npages - first)
+			n = self->npages - first;
+		len = n * psize();
+		gen++;
+		/* The CPU write faults back what sits on the device. */
+		hmm_folio_fill(self->src + off, len, (uintptr_t)self->src + off,
+			       gen);
+		ret = race_rw(self, variant, true, self->src + off, len, off);
+		if (ret != (long)len) {
+			TH_LOG("write of %zu bytes at %zu: %ld", len, off, ret);
+			break;
+		}
+		while (n--)
+			self->gens[first + n] = gen;
+
+		ret = race_rw(self, variant, false, self->dst + off, len, off);
+		if (variant->op == RACE_MUNMAP) {
+			/* Read into a range being unmapped: may fault, or stop short. */
+			if (ret == -EFAULT || (ret >= 0 && ret < (long)len))
+				short_reads++;
+			else if (ret != (long)len)
+				break;
+		} else if (ret != (long)len ||
+			   hmm_folio_check(self->dst + off, len,
+					   (uintptr_t)self->src + off, gen,
+					   "read buffer during the race")) {
+			TH_LOG("read of %zu bytes at %zu: %ld", len, off, ret);
+			break;
+		}
+		iters++;
+	}
+	race_stop(self);
+	pthread_join(mover, NULL);
+	TH_LOG("%lu I/O rounds in %lu ms, %lu cut short by munmap", iters,
+	       race_elapsed_ms(&t0), short_reads);
+	TH_LOG("%lu migrations, %lu refused, %lu remaps", self->migrations,
+	       self->failed_migrations, self->remaps);
+	ASSERT_GE(race_elapsed_ms(&t0), RACE_MS)
+		TH_LOG("the race stopped early (round %lu)", iters);
+	ASSERT_EQ(self->bad_errno, 0)
+		TH_LOG("migration or remap failed: %s",
+		       strerror(self->bad_errno));
+	ASSERT_GT(self->migrations, 0);
+
+	/* Disk and source memory hold what was last written, page by page. */
+	ASSERT_EQ(race_rw(self, variant, false, self->bounce, self->size, 0),
+		  self->size);
+	ASSERT_EQ(race_check(self, self->bounce, "disk after the race"), 0);
+	ASSERT_EQ(race_check(self, self->src, "source after the race"), 0);
+	if (variant->op != RACE_MUNMAP)
+		ASSERT_EQ(race_check(self, self->dst,
+				     "destination after the race"), 0);
+}
+
+TEST_HARNESS_MAIN
