@@ -32,8 +32,8 @@ check: unit test style
 
 style:
 	@test -x $(CHECKPATCH) || { echo "no $(CHECKPATCH): run ./run_tests.sh once or set KSRC"; exit 1; }
-	@for p in $$(grep -v '^#' lib/test_hmm/series); do \
-		$(CHECKPATCH) --strict --no-tree -q - <lib/test_hmm/$$p || exit 1; done
+	@for p in lib/test_hmm/*.patch lib/test_hmm/*/*.patch; do \
+		$(CHECKPATCH) --strict --no-tree -q - <$$p || exit 1; done
 	@$(CHECKPATCH) --strict --no-tree -q --ignore $(SELFTEST_IGNORE) \
 		-f selftests/mm/*.c selftests/mm/*.h
 	@echo "style: lib/test_hmm patches and selftests/mm sources are checkpatch clean"
