@@ -422,6 +422,29 @@ void hmm_folio_kmsg_end(struct hmm_folio_kmsg *k)
 	k->fd = -1;
 }
 
+/*
+ * test_hmm gained HMM_DMIRROR_FLAGS (its one flag fails a THP allocation)
+ * with the kernel's support for device-private large folios: a test_hmm
+ * without it runs on a kernel that migrates a THP to device memory as
+ * order-0 pages only. The flags belong to the open file: a file of its own.
+ */
+static bool hmm_folio_dev_thp_check(const char **why)
+{
+	int fd = hmm_folio_open(0, why);
+	int ret;
+
+	if (fd < 0)
+		return false;
+	ret = hmm_folio_cmd(fd, HMM_DMIRROR_FLAGS, (void *)(uintptr_t)psize(),
+			    NULL, HMM_DMIRROR_FLAG_FAIL_ALLOC, NULL);
+	close(fd);
+	if (ret == -ENOTTY || ret == -EINVAL) {
+		*why = "kernel without device-private large folios (no HMM_DMIRROR_FLAGS)";
+		return false;
+	}
+	return true;
+}
+
 bool hmm_folio_fixture_open(struct hmm_folio_kmsg *k, int *fd,
 			    unsigned int needs, const char **why)
 {
@@ -433,7 +456,8 @@ bool hmm_folio_fixture_open(struct hmm_folio_kmsg *k, int *fd,
 		return false;
 	if ((needs & HMM_FOLIO_NEED_EXT) && !hmm_folio_ext_check(*fd, why))
 		return false;
-	if ((needs & HMM_FOLIO_NEED_THP) && !hmm_folio_thp_setup(why))
+	if ((needs & HMM_FOLIO_NEED_THP) &&
+	    (!hmm_folio_thp_setup(why) || !hmm_folio_dev_thp_check(why)))
 		return false;
 	return true;
 }

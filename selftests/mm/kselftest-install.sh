@@ -49,7 +49,10 @@ check_tree() {
 	done
 }
 
-gitq() { git -C "$1" -c user.name=hmm-folio -c user.email=hmm-folio@invalid "${@:2}"; }
+gitq() {
+	git -C "$1" -c user.name="hmm-folio developer" \
+		-c user.email=dev@hmm-folio.invalid "${@:2}"
+}
 
 # Build, in a scratch git repo $2 holding the tree's files we touch, the
 # series "lib/test_hmm patches + one selftests/mm patch" for tree $1.
@@ -109,6 +112,8 @@ make_series() {
 	(ksft_hmm_folio.sh), which loads test_hmm, runs hmm-folio-thp,
 	hmm-folio-reuse and hmm-folio-ioctl and requires the module to unload.
 	The tests that need the lib/test_hmm extension skip without it.
+
+	Signed-off-by: hmm-folio developer <dev@hmm-folio.invalid>
 	EOF
 }
 

@@ -8,6 +8,8 @@
 #   hmmfolio.filter=GLOB      run only tests (fixture.variant.test) matching GLOB
 #   hmmfolio.timeout=SEC      per test program; default from /tests/settings
 #   hmmfolio.module=FILE      module to load (default /modules/test_hmm.ko)
+#   hmmfolio.ksft=A,B         with a kselftest tarball (/kselftest.tar.gz):
+#                             the run_kselftest.sh tests to run, or "all"
 
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
@@ -15,15 +17,22 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t tmpfs tmpfs /tmp
+# What udev would add to devtmpfs: the kselftest runner writes to /dev/stdout.
+ln -s /proc/self/fd /dev/fd
+ln -s /proc/self/fd/0 /dev/stdin
+ln -s /proc/self/fd/1 /dev/stdout
+ln -s /proc/self/fd/2 /dev/stderr
 
 filter=
 timeout=
+ksft=
 module=/modules/test_hmm.ko
 for arg in $(cat /proc/cmdline); do
 	case $arg in
 	hmmfolio.filter=*) filter=${arg#hmmfolio.filter=} ;;
 	hmmfolio.timeout=*) timeout=${arg#hmmfolio.timeout=} ;;
 	hmmfolio.module=*) module=${arg#hmmfolio.module=} ;;
+	hmmfolio.ksft=*) ksft=${arg#hmmfolio.ksft=} ;;
 	esac
 done
 [ -n "$timeout" ] || timeout=$(sed -n 's/^timeout=//p' /tests/settings 2>/dev/null)
@@ -139,6 +148,25 @@ list_tests() {
 	}
 	END { flush() }'
 }
+
+# A kselftest tarball (run_tests.sh --kselftest): unpack it as a test
+# machine would, make its test_hmm.ko the kernel's module (test_hmm.sh
+# modprobes it) and let the tree's run_kselftest.sh print the KTAP.
+if [ -f /kselftest.tar.gz ]; then
+	mkdir -p /kselftest
+	if ! tar -xzf /kselftest.tar.gz -C /kselftest 2>/tmp/tar.err; then
+		out "Bail out! cannot unpack the kselftest tarball: $(cat /tmp/tar.err)"
+		finish
+	fi
+	mdir=/lib/modules/$(uname -r)/kernel/lib
+	mkdir -p $mdir
+	cp /kselftest/mm/test_hmm.ko $mdir/ && depmod
+	sel=
+	[ "$ksft" = all ] || for t in $(echo "$ksft" | tr , ' '); do sel="$sel -t $t"; done
+	cd /kselftest
+	./run_kselftest.sh $sel >&3 2>&1
+	finish
+fi
 
 out "TAP version 13"
 if ! insmod "$module" 2>/tmp/insmod.err; then
