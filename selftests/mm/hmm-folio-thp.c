@@ -92,7 +92,7 @@ static char *thp_new(struct __test_metadata *_metadata,
 
 	ASSERT_NE(p, NULL);
 	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
-	ASSERT_TRUE(check_huge_anon(p, 1, self->size))
+	ASSERT_TRUE(hmm_folio_is_thp(p, self->size))
 		TH_LOG("no PMD-sized THP at %p after MADV_HUGEPAGE", p);
 	return p;
 }

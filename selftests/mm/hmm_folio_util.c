@@ -230,6 +230,30 @@ void *hmm_folio_map_aligned(size_t size)
 	return aligned;
 }
 
+/*
+ * Whether the VMA at @addr maps @size bytes of THP (AnonHugePages in
+ * /proc/self/smaps): vm_util's check_huge_anon() took a length argument in
+ * 7.3, so that the tests build against both.
+ */
+bool hmm_folio_is_thp(void *addr, size_t size)
+{
+	char pattern[32], buf[256];
+	unsigned long kb;
+	bool ret = false;
+	FILE *fp;
+
+	fp = fopen("/proc/self/smaps", "r");
+	if (!fp)
+		return false;
+	snprintf(pattern, sizeof(pattern), "%08lx-", (unsigned long)addr);
+	if (check_for_pattern(fp, pattern, buf, sizeof(buf)) &&
+	    check_for_pattern(fp, "AnonHugePages:", buf, sizeof(buf)) &&
+	    sscanf(buf, "AnonHugePages: %lu", &kb) == 1)
+		ret = kb == size >> 10;
+	fclose(fp);
+	return ret;
+}
+
 void hmm_folio_unmap_aligned(void *p, size_t size)
 {
 	munmap(p, size);
