@@ -64,7 +64,7 @@ make_series() {
 		[ ! -f "$t/$MM/$f" ] || cp "$t/$MM/$f" "$g/$MM/"
 	done
 	git -C "$g" init -q
-	gitq "$g" add -A
+	gitq "$g" add -A -f
 	gitq "$g" commit -q -m "base: $(make -s -C "$t" kernelversion 2>/dev/null)"
 
 	mkdir -p "$g.probe/lib"
@@ -100,8 +100,12 @@ make_series() {
 	grep -h '^CONFIG_' "$here/config" | while read -r l; do
 		grep -qx "$l" "$g/$MM/config" 2>/dev/null || echo "$l"
 	done >>"$g/$MM/config"
-	for p in $PROGS; do echo "$p"; done >>"$g/$MM/.gitignore"
-	gitq "$g" add -A
+	# 7.3's mm/.gitignore ignores all but sources: add only what it does not.
+	for p in $PROGS; do
+		git -C "$g" check-ignore -q "$MM/$p" || echo "$p"
+	done >>"$g/$MM/.gitignore"
+	# Forced: hmm-folio.mk is no source to an allow-list .gitignore.
+	gitq "$g" add -A -f
 	gitq "$g" commit -q -F - <<-EOF
 	selftests/mm: add hmm-folio, device-private large folio lifecycle tests
 
