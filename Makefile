@@ -11,6 +11,13 @@
 #   make prove   the suite must pass on the unmodified kernel and fail on each
 #                kernel of selftests/mutations (MUTATIONS="a.patch b.patch")
 #   make tests KSRC=DIR   only build the test programs against a kernel tree
+#   make install-kselftest KSRC=DIR    add the tests to DIR's selftests/mm
+#                         (with the lib/test_hmm series); undone by
+#   make uninstall-kselftest KSRC=DIR
+#   make kselftest-patches KSRC=DIR [PATCHES=dir]   the same as a git am series
+#   make kselftest-tarball KSRC=DIR KBUILD=DIR [TARBALL=file]
+#                         kselftest-install tarball: DIR's mm tests, ours and
+#                         test_hmm.ko for the kernel built in KBUILD
 
 RUN_ARGS ?=
 PYTHON ?= python3
@@ -36,8 +43,8 @@ check: unit test inject style
 
 style:
 	@test -x $(CHECKPATCH) || { echo "no $(CHECKPATCH): run ./run_tests.sh once or set KSRC"; exit 1; }
-	@for p in $$(grep -v '^#' lib/test_hmm/series); do \
-		$(CHECKPATCH) --strict --no-tree -q - <lib/test_hmm/$$p || exit 1; done
+	@for p in lib/test_hmm/*.patch lib/test_hmm/*/*.patch; do \
+		$(CHECKPATCH) --strict --no-tree -q - <$$p || exit 1; done
 	@$(CHECKPATCH) --strict --no-tree -q --ignore $(SELFTEST_IGNORE) \
 		-f selftests/mm/*.c selftests/mm/*.h
 	@echo "style: lib/test_hmm patches and selftests/mm sources are checkpatch clean"
@@ -51,7 +58,29 @@ prove:
 tests:
 	$(MAKE) -C selftests/mm KSRC=$(KSRC)
 
+PATCHES ?= kselftest-patches
+TARBALL ?= kselftest.tar.gz
+KSELFTEST = selftests/mm/kselftest-install.sh
+# Never the cached Debian tree by default: it is shared by every run.
+need_ksrc = $(if $(filter command line environment,$(origin KSRC)),,$\
+	$(error $@ needs KSRC=DIR, the kernel tree to work on))
+
+install-kselftest uninstall-kselftest:
+	$(need_ksrc)
+	$(KSELFTEST) $(@:-kselftest=) $(KSRC)
+
+kselftest-patches:
+	$(need_ksrc)
+	$(KSELFTEST) patches $(KSRC) $(PATCHES)
+
+kselftest-tarball:
+	$(need_ksrc)
+	$(if $(KBUILD),,$(error $@ needs KBUILD=DIR: a kernel build of KSRC, $\
+		e.g. one run_tests.sh made in ~/.cache/hmm-folio/build))
+	$(KSELFTEST) tarball $(KSRC) $(KBUILD) $(TARBALL)
+
 clean:
 	$(MAKE) -C selftests/mm KSRC=$(KSRC) clean 2>/dev/null || true
 
-.PHONY: all test unit style check inject prove tests clean
+.PHONY: all test unit style check inject prove tests clean install-kselftest \
+	uninstall-kselftest kselftest-patches kselftest-tarball

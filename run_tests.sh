@@ -14,6 +14,7 @@ EXIT_INFRA=3
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 RUNNER=$REPO/selftests/runner
 SERIES=7.2
+KSFT_TESTS=mm:ksft_hmm.sh,mm:ksft_hmm_folio.sh
 
 usage() {
 	cat <<EOF
@@ -37,6 +38,13 @@ Kernel:
 
 Tests:
   --filter GLOB        run only tests whose fixture.variant.test matches GLOB
+  --kselftest          the kselftest way instead: install the tests into a
+                       copy of the tree's selftests (make install-kselftest),
+                       make a kselftest-install tarball of its mm tests with
+                       test_hmm.ko (make kselftest-tarball), unpack it in the
+                       guest and run its run_kselftest.sh
+  --ksft-tests LIST    with --kselftest: run_kselftest.sh tests, comma
+                       separated, or "all" (default: $KSFT_TESTS)
   --timeout SEC        whole guest run (default 1500)
   --test-timeout SEC   per test program (default: selftests/mm/settings)
   --seed N             seed of hmm-folio-stress (default: random, printed)
@@ -119,6 +127,8 @@ append=
 outdir=
 cache=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/hmm-folio
 raw=0
+kselftest=0
+ksft_tests=
 jobs=$(nproc 2>/dev/null || echo 2)
 
 need_arg() { [ $# -ge 2 ] && [ -n "$2" ] || die_usage "$1 needs an argument"; }
@@ -131,6 +141,8 @@ while [ $# -gt 0 ]; do
 	--jobs) need_arg "$@"; jobs=$2; shift 2 ;;
 	--mutation) need_arg "$@"; mutation=$2; shift 2 ;;
 	--filter) need_arg "$@"; filter=$2; shift 2 ;;
+	--kselftest) kselftest=1; shift ;;
+	--ksft-tests) need_arg "$@"; ksft_tests=$2; shift 2 ;;
 	--timeout) need_arg "$@"; timeout=$2; shift 2 ;;
 	--test-timeout) need_arg "$@"; test_timeout=$2; shift 2 ;;
 	--seed) need_arg "$@"; seed=$2; shift 2 ;;
@@ -164,6 +176,13 @@ case $accel in auto|kvm|tcg) ;; *) die_usage "--accel takes auto, kvm or tcg" ;;
 case $inject in ''|panic|oops|warn|hang|oom) ;;
 *) die_usage "--inject takes panic, oops, warn, hang or oom" ;; esac
 [[ $filter =~ [[:space:]] ]] && die_usage "--filter takes a glob without spaces"
+if [ $kselftest = 1 ]; then
+	[ -z "$filter" ] || die_usage "--filter selects tests of our runner: not with --kselftest"
+	[[ ${ksft_tests:=$KSFT_TESTS} =~ ^[A-Za-z0-9_.:,-]+$ ]] ||
+		die_usage "--ksft-tests takes collection:test names separated by commas"
+else
+	[ -z "$ksft_tests" ] || die_usage "--ksft-tests goes with --kselftest"
+fi
 if [ -n "$kernel" ] || [ -n "$kbuild" ]; then
 	[ -n "$kernel" ] && [ -n "$kbuild" ] || die_usage "--kernel and --kbuild go together"
 	[ -f "$kernel" ] || die_usage "--kernel: no such file: $kernel"
@@ -285,25 +304,46 @@ run_logged "module build" "$outdir/module-build.log" \
 	"$RUNNER/build-module.sh" "$ksrc" "$kbuild" "$outdir/module" ||
 	die_infra "building test_hmm.ko failed (log: $outdir/module-build.log)"
 
-# --- 3. tests --------------------------------------------------------------
-log "building the tests"
-tests_out=$outdir/tests
-run_logged "tests build" "$outdir/tests-build.log" \
-	make -C "$REPO/selftests/mm" KSRC="$ksrc" OUTPUT="$tests_out" \
-	KHDR_INCLUDES="-isystem $kbuild/usr/include" HMM_UAPI="$outdir/module" ||
-	die_infra "building the tests failed (log: $outdir/tests-build.log)"
-progs=$(make -s -C "$REPO/selftests/mm" KSRC="$ksrc" list)
-
-# --- 4. initramfs ----------------------------------------------------------
+# --- 3. tests ---------------------------------------------------------------
 root=$outdir/initramfs
 rm -rf "$root"
 mkdir -p "$root"/{bin,dev,proc,sys,tmp,tests,modules}
 cp "$busybox_bin" "$root/bin/busybox"
 cp "$RUNNER/guest-init.sh" "$root/init"
-cp "$outdir/module/lib/test_hmm.ko" "$root/modules/"
-cp "$REPO/selftests/mm/settings" "$root/tests/"
-for p in $progs; do cp "$tests_out/$p" "$root/tests/"; done
-echo "$progs" >"$root/tests/list"
+if [ $kselftest = 1 ]; then
+	log "building the kselftest tarball (the tree's mm tests with ours)"
+	run_logged "kselftest tarball" "$outdir/kselftest-build.log" \
+		"$REPO/selftests/mm/kselftest-install.sh" tarball "$ksrc" "$kbuild" \
+		"$outdir/kselftest.tar.gz" "$outdir/module" ||
+		die_infra "building the kselftest tarball failed (log: $outdir/kselftest-build.log)"
+	grep 'kselftest.tar.gz:' "$outdir/kselftest-build.log" | sed 's/^kselftest-install: /    /'
+	# The tests are dynamic and the tree's scripts need bash and a
+	# timeout that knows --foreground: the host's, with their libraries.
+	cp "$outdir/kselftest.tar.gz" "$root/"
+	mkdir -p "$root/usr/bin" "$outdir/kselftest"
+	tar -xzf "$outdir/kselftest.tar.gz" -C "$outdir/kselftest"
+	cp "$(command -v bash)" "$root/bin/bash"
+	cp "$(command -v timeout)" "$root/usr/bin/timeout"
+	{ echo "$root/bin/bash"; echo "$root/usr/bin/timeout"
+	  find "$outdir/kselftest" -type f -perm -u+x; } |
+		xargs -r ldd 2>/dev/null | grep -o '/[^ ]*\.so[^ ]*' | sort -u |
+		while read -r lib; do cp -L --parents "$lib" "$root/"; done
+	rm -rf "$outdir/kselftest"
+else
+	log "building the tests"
+	tests_out=$outdir/tests
+	run_logged "tests build" "$outdir/tests-build.log" \
+		make -C "$REPO/selftests/mm" KSRC="$ksrc" OUTPUT="$tests_out" \
+		KHDR_INCLUDES="-isystem $kbuild/usr/include" HMM_UAPI="$outdir/module" ||
+		die_infra "building the tests failed (log: $outdir/tests-build.log)"
+	progs=$(make -s -C "$REPO/selftests/mm" KSRC="$ksrc" list)
+	cp "$outdir/module/lib/test_hmm.ko" "$root/modules/"
+	cp "$REPO/selftests/mm/settings" "$root/tests/"
+	for p in $progs; do cp "$tests_out/$p" "$root/tests/"; done
+	echo "$progs" >"$root/tests/list"
+fi
+
+# --- 4. initramfs ----------------------------------------------------------
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$outdir/initramfs.cpio.gz" ||
 	die_infra "cannot build the initramfs"
 
@@ -322,6 +362,7 @@ cmdline="$cmdline hmmfolio.seed=$seed"
 [ "$crashers" = 0 ] || cmdline="$cmdline hmmfolio.crashers=1"
 [ -z "$inject" ] || cmdline="$cmdline hmmfolio.inject=$inject"
 [ -z "$append" ] || cmdline="$cmdline $append"
+[ $kselftest = 0 ] || cmdline="$cmdline hmmfolio.ksft=$ksft_tests"
 
 # /dev/kvm can exist and still not work (a guest that hangs after the BIOS):
 # believe KVM only when a guest prints the kernel banner with it.

@@ -325,7 +325,7 @@ static char *policy_thp(struct __test_metadata *_metadata,
 	}
 	ASSERT_NE(p, NULL);
 	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
-	ASSERT_TRUE(check_huge_anon(p, 1, self->size))
+	ASSERT_TRUE(hmm_folio_is_thp(p, self->size))
 		TH_LOG("no PMD-sized THP at %p after MADV_HUGEPAGE", p);
 	EXPECT_NODE(p, self->npages, node, "new THP");
 	return p;
@@ -574,7 +574,7 @@ TEST_F_TIMEOUT(mpol, device_range, 60)
 	ASSERT_NE(p, NULL);
 	ASSERT_EQ(range_policy(p, self->size, MPOL_BIND, 0, 0), 0);
 	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
-	ASSERT_TRUE(check_huge_anon(p, 2, read_pmd_pagesize()))
+	ASSERT_TRUE(hmm_folio_is_thp(p, 2 * read_pmd_pagesize()))
 		TH_LOG("no PMD-sized THPs at %p after MADV_HUGEPAGE", p);
 	ASSERT_EQ(range_policy(p, self->size, MPOL_DEFAULT, 0, 0), 0);
 	EXPECT_NODE(p, self->npages, 0, "new THPs");

@@ -389,7 +389,7 @@ TEST_F_TIMEOUT(fixed, lifecycle, 60)
 
 	ASSERT_NE(p, NULL);
 	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
-	ASSERT_TRUE(check_huge_anon(p, 1, self->size))
+	ASSERT_TRUE(hmm_folio_is_thp(p, self->size))
 		TH_LOG("no PMD-sized THP at %p after MADV_HUGEPAGE", p);
 
 	if (variant->how == FIXED_DEVICE_THEN_PIN) {

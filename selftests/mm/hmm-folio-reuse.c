@@ -212,7 +212,7 @@ static char *range_new(struct __test_metadata *_metadata,
 		ASSERT_EQ(madvise(p, self->size, MADV_NOHUGEPAGE), 0);
 	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
 	if (thp)
-		ASSERT_TRUE(check_huge_anon(p, 1, self->size))
+		ASSERT_TRUE(hmm_folio_is_thp(p, self->size))
 			TH_LOG("no PMD-sized THP at %p after MADV_HUGEPAGE", p);
 	return p;
 }
@@ -682,7 +682,7 @@ static void reuse_mixed(struct __test_metadata *_metadata,
 		small = round ? p : p + self->size;
 		ASSERT_EQ(madvise(small, self->size, MADV_NOHUGEPAGE), 0);
 		hmm_folio_fill(p, size, (uintptr_t)p, gen);
-		ASSERT_TRUE(check_huge_anon(thp, 1, self->size))
+		ASSERT_TRUE(hmm_folio_is_thp(thp, self->size))
 			TH_LOG("round %u: no THP at %p", round, thp);
 
 		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p,
@@ -935,7 +935,7 @@ TEST_F(known_bugs, device_read_after_mremap)
 	ASSERT_NE(q, NULL);
 	ASSERT_NE(mirror, NULL);
 	hmm_folio_fill(p, size, (uintptr_t)p, 1);
-	ASSERT_TRUE(check_huge_anon(p, 1, size));
+	ASSERT_TRUE(hmm_folio_is_thp(p, size));
 	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, mirror,
 				npages, NULL), 0);
 	/* The move empties the mirror's page table for the range. */

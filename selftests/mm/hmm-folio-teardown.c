@@ -133,7 +133,7 @@ static char *thp_on_device(struct __test_metadata *_metadata,
 	ASSERT_NE(p, NULL);
 	ASSERT_NE(mirror, NULL);
 	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
-	ASSERT_TRUE(check_huge_anon(p, 1, self->size));
+	ASSERT_TRUE(hmm_folio_is_thp(p, self->size));
 	ASSERT_EQ(hmm_folio_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, mirror,
 				self->npages, &cmd), 0);
 	ASSERT_EQ(cmd.cpages, self->npages);

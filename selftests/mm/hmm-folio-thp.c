@@ -93,7 +93,7 @@ static char *thp_new(struct __test_metadata *_metadata,
 
 	ASSERT_NE(p, NULL);
 	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
-	ASSERT_TRUE(check_huge_anon(p, 1, self->size))
+	ASSERT_TRUE(hmm_folio_is_thp(p, self->size))
 		TH_LOG("no PMD-sized THP at %p after MADV_HUGEPAGE", p);
 	return p;
 }
@@ -314,13 +314,13 @@ TEST_F_TIMEOUT(split, soft_dirty, 60)
 	p = hmm_folio_map_aligned(self->size);
 	ASSERT_NE(p, NULL);
 	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
-	ASSERT_TRUE(check_huge_anon(p, 1, self->size));
+	ASSERT_TRUE(hmm_folio_is_thp(p, self->size));
 	clear_softdirty();
 	ASSERT_EQ(softdirty_wrong(self->pagemap, p, self->npages, false,
 				  "after clear_refs"), 0);
 	if (variant->written)
 		hmm_folio_fill(p, self->size, (uintptr_t)p, ++gen);
-	ASSERT_TRUE(check_huge_anon(p, 1, self->size));
+	ASSERT_TRUE(hmm_folio_is_thp(p, self->size));
 
 	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p,
 				self->mirror, self->npages, &cmd), 0);
@@ -435,7 +435,7 @@ TEST_F(crashers, migrate_after_fork)
 	ASSERT_NE(p, NULL);
 	ASSERT_NE(mirror, NULL);
 	hmm_folio_fill(p, size, (uintptr_t)p, 1);
-	ASSERT_TRUE(check_huge_anon(p, 1, size));
+	ASSERT_TRUE(hmm_folio_is_thp(p, size));
 	/* Shared with a child: the PMD is write-protected, not exclusive. */
 	pid = fork();
 	ASSERT_GE(pid, 0);

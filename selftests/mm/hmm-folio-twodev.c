@@ -171,7 +171,7 @@ static char *thp_new(struct __test_metadata *_metadata,
 		ASSERT_EQ(madvise(p, self->size, MADV_NOHUGEPAGE), 0);
 	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
 	if (thp)
-		ASSERT_TRUE(check_huge_anon(p, 1, self->size));
+		ASSERT_TRUE(hmm_folio_is_thp(p, self->size));
 	return p;
 }
 

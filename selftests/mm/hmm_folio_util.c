@@ -271,6 +271,30 @@ void *hmm_folio_map_aligned(size_t size)
 	return aligned;
 }
 
+/*
+ * Whether the VMA at @addr maps @size bytes of THP (AnonHugePages in
+ * /proc/self/smaps): vm_util's check_huge_anon() took a length argument in
+ * 7.3, so that the tests build against both.
+ */
+bool hmm_folio_is_thp(void *addr, size_t size)
+{
+	char pattern[32], buf[256];
+	unsigned long kb;
+	bool ret = false;
+	FILE *fp;
+
+	fp = fopen("/proc/self/smaps", "r");
+	if (!fp)
+		return false;
+	snprintf(pattern, sizeof(pattern), "%08lx-", (unsigned long)addr);
+	if (check_for_pattern(fp, pattern, buf, sizeof(buf)) &&
+	    check_for_pattern(fp, "AnonHugePages:", buf, sizeof(buf)) &&
+	    sscanf(buf, "AnonHugePages: %lu", &kb) == 1)
+		ret = kb == size >> 10;
+	fclose(fp);
+	return ret;
+}
+
 void hmm_folio_unmap_aligned(void *p, size_t size)
 {
 	munmap(p, size);
@@ -465,6 +489,29 @@ void hmm_folio_kmsg_end(struct hmm_folio_kmsg *k)
 	k->fd = -1;
 }
 
+/*
+ * test_hmm gained HMM_DMIRROR_FLAGS (its one flag fails a THP allocation)
+ * with the kernel's support for device-private large folios: a test_hmm
+ * without it runs on a kernel that migrates a THP to device memory as
+ * order-0 pages only. The flags belong to the open file: a file of its own.
+ */
+static bool hmm_folio_dev_thp_check(const char **why)
+{
+	int fd = hmm_folio_open(0, why);
+	int ret;
+
+	if (fd < 0)
+		return false;
+	ret = hmm_folio_cmd(fd, HMM_DMIRROR_FLAGS, (void *)(uintptr_t)psize(),
+			    NULL, HMM_DMIRROR_FLAG_FAIL_ALLOC, NULL);
+	close(fd);
+	if (ret == -ENOTTY || ret == -EINVAL) {
+		*why = "kernel without device-private large folios (no HMM_DMIRROR_FLAGS)";
+		return false;
+	}
+	return true;
+}
+
 /* Device folios test_hmm saw freed dirty (ALLOC_STATS), or -1. */
 static long long dirty_frees(int fd)
 {
@@ -485,7 +532,8 @@ bool hmm_folio_fixture_open(struct hmm_folio_kmsg *k, int *fd,
 		return false;
 	if ((needs & HMM_FOLIO_NEED_EXT) && !hmm_folio_ext_check(*fd, why))
 		return false;
-	if ((needs & HMM_FOLIO_NEED_THP) && !hmm_folio_thp_setup(why))
+	if ((needs & HMM_FOLIO_NEED_THP) &&
+	    (!hmm_folio_thp_setup(why) || !hmm_folio_dev_thp_check(why)))
 		return false;
 	k->dirty_frees = dirty_frees(*fd);
 	return true;

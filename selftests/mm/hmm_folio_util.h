@@ -92,6 +92,7 @@ unsigned long hmm_folio_nonzero_pages(const void *p, size_t size);
 
 /* Map @size bytes, @size aligned, with MADV_HUGEPAGE. NULL on failure. */
 void *hmm_folio_map_aligned(size_t size);
+bool hmm_folio_is_thp(void *addr, size_t size);
 void hmm_folio_unmap_aligned(void *p, size_t size);
 
 /*

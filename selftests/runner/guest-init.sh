@@ -13,6 +13,8 @@
 #   hmmfolio.crashers=1       HMM_FOLIO_CRASHERS: run known kernel-crashing bugs
 #   hmmfolio.inject=KIND      after the first program: panic, oops, warn, hang
 #                             or oom (run_tests.sh --inject: runner self-check)
+#   hmmfolio.ksft=A,B         with a kselftest tarball (/kselftest.tar.gz):
+#                             the run_kselftest.sh tests to run, or "all"
 
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
@@ -20,10 +22,16 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t tmpfs tmpfs /tmp
+# What udev would add to devtmpfs: the kselftest runner writes to /dev/stdout.
+ln -s /proc/self/fd /dev/fd
+ln -s /proc/self/fd/0 /dev/stdin
+ln -s /proc/self/fd/1 /dev/stdout
+ln -s /proc/self/fd/2 /dev/stderr
 
 filter=
 inject=
 timeout=
+ksft=
 module=/modules/test_hmm.ko
 for arg in $(cat /proc/cmdline); do
 	case $arg in
@@ -34,6 +42,7 @@ for arg in $(cat /proc/cmdline); do
 	hmmfolio.duration=*) export HMM_FOLIO_DURATION=${arg#hmmfolio.duration=} ;;
 	hmmfolio.crashers=1) export HMM_FOLIO_CRASHERS=1 ;;
 	hmmfolio.inject=*) inject=${arg#hmmfolio.inject=} ;;
+	hmmfolio.ksft=*) ksft=${arg#hmmfolio.ksft=} ;;
 	esac
 done
 [ -n "$timeout" ] || timeout=$(sed -n 's/^timeout=//p' /tests/settings 2>/dev/null)
@@ -177,6 +186,25 @@ list_tests() {
 	}
 	END { flush() }' /tmp/list.$$
 }
+
+# A kselftest tarball (run_tests.sh --kselftest): unpack it as a test
+# machine would, make its test_hmm.ko the kernel's module (test_hmm.sh
+# modprobes it) and let the tree's run_kselftest.sh print the KTAP.
+if [ -f /kselftest.tar.gz ]; then
+	mkdir -p /kselftest
+	if ! tar -xzf /kselftest.tar.gz -C /kselftest 2>/tmp/tar.err; then
+		out "Bail out! cannot unpack the kselftest tarball: $(cat /tmp/tar.err)"
+		finish
+	fi
+	mdir=/lib/modules/$(uname -r)/kernel/lib
+	mkdir -p $mdir
+	cp /kselftest/mm/test_hmm.ko $mdir/ && depmod
+	sel=
+	[ "$ksft" = all ] || for t in $(echo "$ksft" | tr , ' '); do sel="$sel -t $t"; done
+	cd /kselftest
+	./run_kselftest.sh $sel >&3 2>&1
+	finish
+fi
 
 out "TAP version 13"
 if ! insmod "$module" 2>/tmp/insmod.err; then

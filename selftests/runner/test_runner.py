@@ -71,6 +71,20 @@ class Verdict(unittest.TestCase):
         (status, p, f, s), out = judge("nomatch.ktap")
         self.assertEqual(status, 2)
 
+    def test_kselftest_runner_output(self):
+        """run_kselftest.sh -> run_vmtests.sh -> programs: the programs'
+        tests count; "# Totals" after the last result is no program."""
+        (status, p, f, s), out = judge("kselftest.ktap")
+        self.assertEqual((status, p, f, s), (0, 3, 0, 1), out)
+        self.assertIn("PASS  test_hmm_folio.sh", out)
+        self.assertIn("ksft_hmm_folio.sh: 2 passed, 0 failed, 0 skipped", out)
+
+    def test_kselftest_failed_wrapper_without_failed_test(self):
+        ktap = data("kselftest.ktap").replace("# ok 1 test_hmm_folio.sh",
+                                              "# not ok 1 test_hmm_folio.sh")
+        res = verdict.judge(ktap, data("clean.console"), out=io.StringIO())
+        self.assertEqual(res[0], 1)
+
     def test_no_ktap_at_all(self):
         out = io.StringIO()
         status = verdict.judge("", "", out=out)[0]
@@ -111,11 +125,54 @@ class Options(unittest.TestCase):
             (["--duration", "0"], "--duration"),
             (["--inject", "fire"], "--inject"),
             (["--append"], "needs an argument"),
+            (["--kselftest", "--filter", "thp.*"], "not with --kselftest"),
+            (["--ksft-tests", "mm:ksft_hmm.sh"], "goes with --kselftest"),
+            (["--kselftest", "--ksft-tests", "mm:a;reboot"], "--ksft-tests"),
         ]:
             with self.subTest(args=args):
                 r = self.run_tests(*args)
                 self.assertEqual(r.returncode, 2, r.stderr)
                 self.assertIn(msg, r.stderr)
+
+
+class Kselftest(unittest.TestCase):
+    """kselftest-install.sh and lib/test_hmm/apply.sh on small fake trees."""
+
+    def sh(self, *args):
+        return subprocess.run(args, capture_output=True, text=True, timeout=60)
+
+    def test_install_usage(self):
+        tool = os.path.join(REPO, "selftests/mm/kselftest-install.sh")
+        r = self.sh(tool, "install", "/tmp")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not a kernel tree with mm selftests", r.stderr)
+        r = self.sh(tool, "uninstall", "/tmp")
+        self.assertIn("nothing installed", r.stderr)
+        self.assertEqual(self.sh(tool, "frobnicate", "/tmp").returncode, 2)
+
+    def test_make_targets_need_ksrc(self):
+        for target in ("install-kselftest", "uninstall-kselftest",
+                       "kselftest-patches", "kselftest-tarball"):
+            with self.subTest(target=target):
+                env = {k: v for k, v in os.environ.items() if k != "KSRC"}
+                r = subprocess.run(["make", "-s", "-C", REPO, target],
+                                   capture_output=True, text=True, env=env)
+                self.assertNotEqual(r.returncode, 0)
+                self.assertIn("needs KSRC=DIR", r.stderr)
+
+    def test_apply_names_the_series_it_tried(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            os.mkdir(os.path.join(d, "lib"))
+            for f in ("test_hmm.c", "test_hmm_uapi.h"):
+                with open(os.path.join(d, "lib", f), "w") as out:
+                    out.write("/* not test_hmm */\n")
+            r = self.sh(os.path.join(REPO, "lib/test_hmm/apply.sh"), d, "6.1")
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("no patch series applies to the lib/test_hmm.c of 6.1",
+                          r.stderr)
+            self.assertIn("Linux 7.2 (lib/test_hmm/series)", r.stderr)
+            self.assertIn("Linux 7.3 (lib/test_hmm/7.3/series)", r.stderr)
 
 
 if __name__ == "__main__":

@@ -111,7 +111,10 @@ def parse_ktap(text):
                                     m.group(4) or "")
             run.programs.append(pending)
             pending = Program(Result(False, ""))
-    if pending.log or pending.subtests or pending.result.name:
+    # Lines after the last result (a runner's "# Totals") are no program
+    # unless the guest stopped before it said it was done.
+    if pending.subtests or pending.result.name or (pending.log and
+                                                    not run.done):
         pending.result.directive = "no result: the guest stopped"
         run.programs.append(pending)
     return run
@@ -134,6 +137,28 @@ def excerpt(text, lineno, before=2, after=25):
     return lines[lo:lineno - 1 + after]
 
 
+TOTALS_RE = re.compile(r"^(?:# ){2,}Totals: pass:(\d+) fail:(\d+) xfail:(\d+) "
+                       r"xpass:(\d+) skip:(\d+) error:(\d+)")
+
+
+def nested_totals(prog):
+    """(passed, failed, skipped) of the kselftest_harness programs run two
+    or more levels down (run_kselftest.sh -> run_vmtests.sh -> program), or
+    None when the program's tests are its own."""
+    sums = [0, 0, 0]
+    found = False
+    for line in prog.log:
+        m = TOTALS_RE.match(line)
+        if not m:
+            continue
+        found = True
+        p, f, xf, xp, sk, err = map(int, m.groups())
+        sums[0] += p + xf + xp
+        sums[1] += f + err
+        sums[2] += sk
+    return tuple(sums) if found else None
+
+
 def judge(ktap, console, timed_out=False, out=sys.stdout):
     """Print the summary of a run; return (exit status, passed, failed, skipped)."""
     run = parse_ktap(ktap)
@@ -143,6 +168,22 @@ def judge(ktap, console, timed_out=False, out=sys.stdout):
 
     for prog in run.programs:
         name = prog.result.name
+        nested = nested_totals(prog)
+        if nested:
+            # A wrapper (run_vmtests.sh) around test programs: count their
+            # tests, and a failed wrapper entry that none of them explains.
+            p_, f_, s_ = nested
+            passed, failed, skipped = passed + p_, failed + f_, skipped + s_
+            print(f"      {name}: {p_} passed, {f_} failed, {s_} skipped "
+                  f"in its test programs", file=out)
+            for t in prog.subtests:
+                print(f"{'PASS' if t.ok else 'FAIL':5} {t.name}", file=out)
+                if not t.ok and not f_:
+                    failed += 1
+            if not prog.result.ok and not f_ and all(t.ok for t in prog.subtests):
+                failed += 1
+                problems.append(f"{name}: failed ({prog.result.directive})")
+            continue
         for t in prog.subtests:
             if t.ok and t.directive.upper().startswith(("XFAIL", "XPASS")):
                 # Expected failures (known kernel bugs) pass; an XPASS says

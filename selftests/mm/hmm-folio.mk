@@ -1,0 +1,20 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# The hmm-folio tests in a kernel tree's tools/testing/selftests/mm, included
+# at the end of its Makefile by "make install-kselftest" of hmm-folio (after
+# lib.mk: $(OUTPUT) is set, and lib.mk's install, clean and emit_tests read
+# these lists when they run). test_hmm_folio.sh runs them:
+# run_vmtests.sh -t hmm_folio.
+
+HMM_FOLIO_PROGS := $(addprefix $(OUTPUT)/,hmm-folio-thp hmm-folio-reuse \
+	hmm-folio-ioctl)
+
+TEST_GEN_FILES += $(HMM_FOLIO_PROGS)
+TEST_PROGS += ksft_hmm_folio.sh
+TEST_FILES += test_hmm_folio.sh
+LOCAL_HDRS += hmm_folio_util.h
+
+all: $(HMM_FOLIO_PROGS)
+
+$(HMM_FOLIO_PROGS): hmm_folio_util.c vm_util.c hugepage_settings.c \
+	hmm_folio_util.h
