@@ -51,12 +51,13 @@ struct slot {
 	uintptr_t tagaddr;	/* the address its tags were made for */
 	unsigned int gen;
 	/*
-	 * Moved by mremap, or write-protected by fork, with data possibly on
-	 * the device as a PMD the mirror no longer maps: a device read or
-	 * write would meet the hmm_vma_handle_absent_pmd() offset bug
-	 * (hmm-folio-reuse: known_bugs), so those wait for a CPU write.
+	 * Small pages only (MADV_NOHUGEPAGE): device reads and writes go to
+	 * these alone. On a THP range, a device PMD the mirror does not map
+	 * (after mremap, fork, a split, racing migrations) meets the
+	 * hmm_vma_handle_absent_pmd() offset bug (hmm-folio-reuse:
+	 * known_bugs): page 0's data from page 32 on.
 	 */
-	bool devio_unsafe;
+	bool small;
 };
 
 struct oplog {
@@ -205,12 +206,11 @@ static void slot_new(struct worker *w, int s)
 	sl->addr = hmm_folio_map_aligned(size);
 	if (!sl->addr)
 		fail(w, "slot %d: cannot map %zu bytes", s, size);
-	if (rnd_below(w, 3) == 0 &&
-	    madvise(sl->addr, size, MADV_NOHUGEPAGE))
+	sl->small = rnd_below(w, 3) == 0;
+	if (sl->small && madvise(sl->addr, size, MADV_NOHUGEPAGE))
 		fail(w, "madvise(NOHUGEPAGE): %s", strerror(errno));
 	sl->tagaddr = (uintptr_t)sl->addr;
 	sl->gen = atomic_fetch_add(&gens, 1);
-	sl->devio_unsafe = false;
 	hmm_folio_fill(sl->addr, size, sl->tagaddr, sl->gen);
 }
 
@@ -230,12 +230,11 @@ static void op_exclusive(struct worker *w, int s)
 		op = "cpu_write";
 		sl->gen = g;
 		sl->tagaddr = (uintptr_t)sl->addr;
-		sl->devio_unsafe = false;
 		hmm_folio_fill(sl->addr, size, sl->tagaddr, sl->gen);
 		break;
 	case 1:
 		op = "device_write";
-		if (sl->devio_unsafe)
+		if (!sl->small)
 			return;
 		hmm_folio_fill(w->mirror, size, (uintptr_t)sl->addr, g);
 		ret = hmm_folio_cmd(fd, HMM_DMIRROR_WRITE, sl->addr, w->mirror,
@@ -261,7 +260,6 @@ static void op_exclusive(struct worker *w, int s)
 			   q) != q)
 			fail(w, "mremap: %s", strerror(errno));
 		sl->addr = q;
-		sl->devio_unsafe = true;
 		break;
 	default:
 		op = "dontneed";
@@ -271,7 +269,6 @@ static void op_exclusive(struct worker *w, int s)
 			fail(w, "slot %d: not zero after MADV_DONTNEED", s);
 		sl->gen = g;
 		sl->tagaddr = (uintptr_t)sl->addr;
-		sl->devio_unsafe = false;
 		hmm_folio_fill(sl->addr, size, sl->tagaddr, sl->gen);
 		break;
 	}
@@ -321,7 +318,6 @@ static void op_fork(struct worker *w)
 		sl = &slots[s];
 		sl->gen = atomic_fetch_add(&gens, 1);
 		sl->tagaddr = (uintptr_t)sl->addr;
-		sl->devio_unsafe = false;
 		hmm_folio_fill(sl->addr, size, sl->tagaddr, sl->gen);
 	}
 	for (s = SLOTS - 1; s >= 0; s--)
@@ -370,7 +366,7 @@ static void op_shared(struct worker *w, int s)
 		op = "device_read";
 		off = 0;
 		len = npages;
-		if (sl->devio_unsafe)
+		if (!sl->small)
 			return;
 		ret = hmm_folio_cmd(fd, HMM_DMIRROR_READ, sl->addr, w->mirror,
 				    npages, &cmd);
