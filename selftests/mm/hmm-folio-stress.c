@@ -214,18 +214,19 @@ static void slot_new(struct worker *w, int s)
 	hmm_folio_fill(sl->addr, size, sl->tagaddr, sl->gen);
 }
 
-/* Data-changing ops: the slot is held exclusively. */
+/* Ops that change the data, or read it through the device: held alone. */
 static void op_exclusive(struct worker *w, int s)
 {
 	struct slot *sl = &slots[s];
 	unsigned int g = atomic_fetch_add(&gens, 1);
 	struct hmm_dmirror_cmd cmd;
+	unsigned long off = 0;
 	const char *op;
 	int ret = 0;
 	char *q;
 	long n;
 
-	switch (rnd_below(w, 5)) {
+	switch (rnd_below(w, 7)) {
 	case 0:
 		op = "cpu_write";
 		sl->gen = g;
@@ -252,6 +253,40 @@ static void op_exclusive(struct worker *w, int s)
 		slot_new(w, s);
 		break;
 	case 3:
+		/*
+		 * Alone on the range: test_hmm's read of its mirror does not
+		 * exclude a migration of the same range to system memory
+		 * (dmirror_do_read() copies from the page its page table
+		 * names, unreferenced; the migration erases the entry and
+		 * frees the page without dmirror->mutex), so a racing
+		 * MIGRATE_TO_SYS lets it read a page already reused.
+		 */
+		op = "device_read";
+		if (!sl->small)
+			return;
+		ret = hmm_folio_cmd(fd, HMM_DMIRROR_READ, sl->addr, w->mirror,
+				    npages, &cmd);
+		if (ret)
+			fail(w, "slot %d: device read: %s", s, strerror(-ret));
+		if (hmm_folio_check(w->mirror, size, sl->tagaddr, sl->gen,
+				    "device read"))
+			fail(w, "slot %d: bad device read", s);
+		break;
+	case 4:
+		op = "to_dev_alone";
+		off = rnd_below(w, 2) ? rnd_below(w, npages) : 0;
+		ret = hmm_folio_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV,
+				    sl->addr + off * psize(), w->mirror,
+				    npages - off, &cmd);
+		if (ret && ret != -ENOENT)
+			fail(w, "slot %d: MIGRATE_TO_DEV: %s", s, strerror(-ret));
+		/* Pages already there are not in the mirror's copy: ENOENT. */
+		if (!ret && hmm_folio_check(w->mirror, (npages - off) * psize(),
+					    sl->tagaddr + off * psize(),
+					    sl->gen, "device copy"))
+			fail(w, "slot %d: bad device copy", s);
+		break;
+	case 5:
 		op = "mremap";
 		q = hmm_folio_map_aligned(size);
 		if (!q)
@@ -272,7 +307,7 @@ static void op_exclusive(struct worker *w, int s)
 		hmm_folio_fill(sl->addr, size, sl->tagaddr, sl->gen);
 		break;
 	}
-	log_op(w, op, s, 0, npages, ret);
+	log_op(w, op, s, off, npages - off, ret);
 	check_slot(w, s, op);
 	/* Nobody else moves the slot now: its folios must be at rest. */
 	n = hmm_folio_check_folios(fd, HMM_DMIRROR_CHECK_RANGE, 0, sl->addr,
@@ -340,20 +375,20 @@ static void op_shared(struct worker *w, int s)
 		off = rnd_below(w, npages);
 		len = 1 + rnd_below(w, npages - off);
 	}
-	switch (rnd_below(w, 8)) {
+	switch (rnd_below(w, 7)) {
 	case 0:
 	case 1:
 		op = "to_dev";
 		ret = hmm_folio_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV,
 				    sl->addr + off * psize(), w->mirror, len,
 				    &cmd);
-		/* ENOENT: pages another thread had locked were not moved. */
+		/*
+		 * ENOENT: pages another thread had locked were not moved. The
+		 * device's copy is checked only when the range is held alone
+		 * (to_dev_alone): see device_read.
+		 */
 		if (ret && ret != -ENOENT)
 			fail(w, "slot %d: MIGRATE_TO_DEV: %s", s, strerror(-ret));
-		if (!ret && hmm_folio_check(w->mirror, len * psize(),
-					    sl->tagaddr + off * psize(),
-					    sl->gen, "device copy"))
-			fail(w, "slot %d: bad device copy", s);
 		break;
 	case 2:
 		op = "to_sys";
@@ -363,26 +398,12 @@ static void op_shared(struct worker *w, int s)
 			fail(w, "slot %d: MIGRATE_TO_SYS: %s", s, strerror(-ret));
 		break;
 	case 3:
-		op = "device_read";
-		off = 0;
-		len = npages;
-		if (!sl->small)
-			return;
-		ret = hmm_folio_cmd(fd, HMM_DMIRROR_READ, sl->addr, w->mirror,
-				    npages, &cmd);
-		if (ret)
-			fail(w, "slot %d: device read: %s", s, strerror(-ret));
-		if (hmm_folio_check(w->mirror, size, sl->tagaddr, sl->gen,
-				    "device read"))
-			fail(w, "slot %d: bad device read", s);
-		break;
-	case 4:
 		op = "madvise";
 		ret = madvise(sl->addr, size, advice[rnd_below(w, 3)]);
 		if (ret)
 			fail(w, "madvise: %s", strerror(errno));
 		break;
-	case 5:
+	case 4:
 		op = "pagemap";
 		pm = open("/proc/self/pagemap", O_RDONLY);
 		if (pm < 0)
@@ -391,7 +412,7 @@ static void op_shared(struct worker *w, int s)
 			pagemap_get_entry(pm, sl->addr + i * psize());
 		close(pm);
 		break;
-	case 6:
+	case 5:
 		op = "snap_devpfn";
 		ret = hmm_folio_cmd(fd, HMM_DMIRROR_SNAPSHOT, sl->addr,
 				    w->mirror, npages, &cmd);
