@@ -217,4 +217,63 @@ TEST_F(held, freed_on_close)
 		       (unsigned long long)before.total_pages);
 }
 
+/*
+ * Closing a file evicts the device's memory to system memory, but not the
+ * folios another open file holds: they are mapped by no process (evicting
+ * them warned in mem_cgroup_migrate() and stalled the CPU, patch 0010).
+ */
+TEST_F(held, kept_when_another_file_closes)
+{
+	static const unsigned int orders[] = { 0, 1, 4, 9 };
+	__u64 handles[sizeof(orders) / sizeof(orders[0])];
+	size_t pmd = read_pmd_pagesize();
+	const char *why;
+	unsigned int i;
+	void *mirror;
+	char *p;
+	int fd;
+
+	for (i = 0; i < sizeof(orders) / sizeof(orders[0]); i++) {
+		struct hmm_dmirror_folio_cmd c = { .order = orders[i] };
+
+		ASSERT_EQ(hmm_folio_folio(self->fd, HMM_DMIRROR_FOLIO_ALLOC, &c),
+			  0);
+		handles[i] = c.handle;
+		memset(&c, 0, sizeof(c));
+		c.handle = handles[i];
+		c.seed = i + 1;
+		ASSERT_EQ(hmm_folio_folio(self->fd, HMM_DMIRROR_FOLIO_FILL, &c),
+			  0);
+	}
+	/* Another file with a THP on the device, closed: evicts the device. */
+	fd = hmm_folio_open(0, &why);
+	ASSERT_GE(fd, 0);
+	p = hmm_folio_map_aligned(pmd);
+	ASSERT_NE(p, NULL);
+	hmm_folio_fill(p, pmd, (uintptr_t)p, 1);
+	mirror = malloc(pmd);
+	ASSERT_NE(mirror, NULL);
+	ASSERT_EQ(hmm_folio_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, mirror,
+				pmd / psize(), NULL), 0);
+	free(mirror);
+	ASSERT_EQ(close(fd), 0);
+	ASSERT_EQ(hmm_folio_check(p, pmd, (uintptr_t)p, 1, "after close"), 0);
+	ASSERT_EQ(munmap(p, pmd), 0);
+
+	/* Still held, where they were, with their data. */
+	ASSERT_EQ(hmm_folio_check_folios(self->fd, HMM_DMIRROR_CHECK_HELD, 0,
+					 NULL, 0), 0);
+	for (i = 0; i < sizeof(orders) / sizeof(orders[0]); i++) {
+		struct hmm_dmirror_folio_cmd c = {
+			.handle = handles[i],
+			.seed = i + 1,
+		};
+
+		ASSERT_EQ(hmm_folio_folio(self->fd, HMM_DMIRROR_FOLIO_VERIFY,
+					  &c), 0);
+		ASSERT_EQ(c.bad_pages, 0);
+		ASSERT_EQ(c.order, orders[i]);
+	}
+}
+
 TEST_HARNESS_MAIN
