@@ -219,8 +219,10 @@ TEST_F(held, freed_on_close)
 
 /*
  * Closing a file evicts the device's memory to system memory, but not the
- * folios another open file holds: they are mapped by no process (evicting
- * them warned in mem_cgroup_migrate() and stalled the CPU, patch 0010).
+ * folios another open file holds: they are mapped by no process. (Evicting
+ * one whose holder let go of it at the same moment warned in
+ * mem_cgroup_migrate() and stalled the CPU: patch 0010; hmm-folio-stress
+ * closes two mirrors together.)
  */
 TEST_F(held, kept_when_another_file_closes)
 {
