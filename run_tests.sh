@@ -399,6 +399,10 @@ start=$SECONDS
 "${qemu[@]}" -serial "file:$console" -serial "file:$ktap" -append "$cmdline" \
 	>"$outdir/qemu.log" 2>&1 &
 qpid=$!
+# run_tests.sh interrupted or killed: the guest must not outlive it (it
+# would go on writing into this output dir, and eat the CPUs).
+trap 'kill -9 $qpid 2>/dev/null' EXIT
+trap 'exit 130' INT TERM HUP
 echo "$cmdline" >"$outdir/cmdline"
 
 # Follow the KTAP: every result line (or everything with --raw).
