@@ -668,9 +668,24 @@ int main(int argc, char **argv)
 		if (!pids[p])
 			_exit(proc_main(p));
 	}
+	/*
+	 * Bounded: the run, the wait for the others (60 s), and a margin. A
+	 * process still there then is stuck in the kernel: it is reported,
+	 * killed if it can be, and not waited for.
+	 */
 	for (p = 0; p < nprocs; p++) {
-		if (waitpid(pids[p], &status, 0) != pids[p] ||
-		    !WIFEXITED(status) || WEXITSTATUS(status)) {
+		pid_t r;
+
+		while ((r = waitpid(pids[p], &status, WNOHANG)) == 0 &&
+		       ms_now() < (duration + 90) * 1000U)
+			usleep(100000);
+		if (r == 0) {
+			ksft_print_msg("process %d stuck 90 s after the run, seed %u\n",
+				       p, seed);
+			kill(pids[p], SIGKILL);
+			bad++;
+		} else if (r != pids[p] || !WIFEXITED(status) ||
+			   WEXITSTATUS(status)) {
 			ksft_print_msg("process %d failed (status %#x), seed %u\n",
 				       p, status, seed);
 			bad++;
