@@ -7,7 +7,8 @@
 # run_vmtests.sh -t hmm_folio.
 
 HMM_FOLIO_PROGS := $(addprefix $(OUTPUT)/,hmm-folio-thp hmm-folio-reuse \
-	hmm-folio-ioctl)
+	hmm-folio-ioctl hmm-folio-pin hmm-folio-numa hmm-folio-twodev \
+	hmm-folio-stress hmm-folio-teardown)
 
 TEST_GEN_FILES += $(HMM_FOLIO_PROGS)
 TEST_PROGS += ksft_hmm_folio.sh
@@ -18,3 +19,13 @@ all: $(HMM_FOLIO_PROGS)
 
 $(HMM_FOLIO_PROGS): hmm_folio_util.c vm_util.c hugepage_settings.c \
 	hmm_folio_util.h
+
+# liburing as the tree's check_config.sh found it (local_config.mk); without
+# it hmm-folio-pin builds and skips its tests saying so. libnuma the mm
+# Makefile needs anyway (ksm_tests, migration, rmap).
+ifneq ($(IOURING_EXTRA_LIBS),)
+$(OUTPUT)/hmm-folio-pin: CFLAGS += -DHAVE_LIBURING
+$(OUTPUT)/hmm-folio-pin: LDLIBS += $(IOURING_EXTRA_LIBS)
+endif
+$(OUTPUT)/hmm-folio-numa: CFLAGS += -DHAVE_LIBNUMA
+$(OUTPUT)/hmm-folio-numa: LDLIBS += -lnuma

@@ -25,9 +25,10 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 MM=tools/testing/selftests/mm
 STATE=$MM/.hmm-folio.patch
-OURS="hmm-folio-thp.c hmm-folio-reuse.c hmm-folio-ioctl.c hmm_folio_util.c
-	hmm_folio_util.h hmm-folio.mk test_hmm_folio.sh ksft_hmm_folio.sh"
-PROGS="hmm-folio-thp hmm-folio-reuse hmm-folio-ioctl"
+PROGS="hmm-folio-thp hmm-folio-reuse hmm-folio-ioctl hmm-folio-pin hmm-folio-numa
+	hmm-folio-twodev hmm-folio-stress hmm-folio-teardown"
+OURS="$(printf '%s.c ' $PROGS)hmm_folio_util.c hmm_folio_util.h hmm-folio.mk
+	test_hmm_folio.sh ksft_hmm_folio.sh"
 
 # Scratch dirs, removed when the script exits.
 scratch=()
@@ -113,9 +114,11 @@ make_series() {
 	there, reuse that memory at other orders and fault it back, checking
 	every page's data, the device folios' invariants and the kernel log
 	after every step. They run as the hmm_folio category of run_vmtests.sh
-	(ksft_hmm_folio.sh), which loads test_hmm, runs hmm-folio-thp,
-	hmm-folio-reuse and hmm-folio-ioctl and requires the module to unload.
-	The tests that need the lib/test_hmm extension skip without it.
+	(ksft_hmm_folio.sh), which loads test_hmm, runs the hmm-folio-*
+	programs (THP lifecycle, reuse at other orders, the extension's
+	ioctls, pinned I/O, NUMA policy, two devices, a seeded stress and
+	module unload/reload) and requires the module to unload. The tests
+	that need the lib/test_hmm extension skip without it.
 
 	Signed-off-by: hmm-folio developer <dev@hmm-folio.invalid>
 	EOF

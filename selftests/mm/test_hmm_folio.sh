@@ -6,16 +6,27 @@
 # to this script first, the module built for the kernel with the lib/test_hmm
 # patches, as a kselftest tarball ships it; else modprobe), runs the test
 # programs and unloads the module. An unload that fails or takes more than
-# 30 s (a leaked device page reference) fails the run.
+# 30 s (a leaked device page reference) fails the run. HMM_FOLIO_SEED and
+# HMM_FOLIO_DURATION reach hmm-folio-stress (default: a new seed, 60 s; the
+# seed is printed).
 
 ksft_skip=4
 here=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
-progs="hmm-folio-thp hmm-folio-reuse hmm-folio-ioctl"
+progs="hmm-folio-thp hmm-folio-reuse hmm-folio-ioctl hmm-folio-pin hmm-folio-numa
+	hmm-folio-twodev hmm-folio-stress hmm-folio-teardown"
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "$0: must be run as root"
 	exit $ksft_skip
 fi
+
+# hmm-folio-teardown unloads and reloads the module from this file.
+if [ -f "$here/test_hmm.ko" ]; then
+	HMM_FOLIO_MODULE=${HMM_FOLIO_MODULE:-$here/test_hmm.ko}
+else
+	HMM_FOLIO_MODULE=${HMM_FOLIO_MODULE:-$(modinfo -n test_hmm 2>/dev/null)}
+fi
+export HMM_FOLIO_MODULE
 
 loaded=
 if ! grep -q '^test_hmm ' /proc/modules; then
