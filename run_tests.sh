@@ -240,6 +240,10 @@ if [ -z "$ksrc" ]; then
 fi
 kver=$(make -s -C "$ksrc" kernelversion 2>/dev/null) || die_infra "cannot read the version of $ksrc"
 log "kernel source: $ksrc ($kver)"
+# Before the long build: does one of our lib/test_hmm series fit this tree?
+series=$("$REPO/lib/test_hmm/apply.sh" --dry-run "$ksrc" "$kver" 2>"$outdir/series.err") ||
+	die_infra "$(cat "$outdir/series.err")"
+log "lib/test_hmm series: lib/test_hmm/$series"
 
 # --- 2. kernel build -------------------------------------------------------
 fragments=("$REPO"/configs/*.config)

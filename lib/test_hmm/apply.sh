@@ -3,9 +3,10 @@
 #
 # Apply the lib/test_hmm patch series that fits a tree's lib/test_hmm.c.
 #
-# usage: apply.sh DIR [VERSION]
+# usage: apply.sh [--dry-run] DIR [VERSION]
 # DIR holds lib/test_hmm.c and lib/test_hmm_uapi.h (a kernel tree, or a copy
-# of those two files); VERSION only names the tree in messages.
+# of those two files); VERSION only names the tree in messages. --dry-run
+# only tells which series would apply, leaving DIR as it is.
 #
 # One series per kernel version the lib side changed in: series (Linux 7.2)
 # and 7.3/series (7.3 adds HMM_DMIRROR_READ_UNLOCKED to the ioctl dispatch of
@@ -14,14 +15,29 @@
 # that needs fuzz may land next to code it was not written for (7.2's 0001
 # applies to 7.3 with fuzz and loses HMM_DMIRROR_READ_UNLOCKED). Prints the
 # series used on stdout.
+#
+# A test_hmm without HMM_DMIRROR_FLAGS is older than device-private large
+# folios: the ioctl came in the series that taught test_hmm to migrate THPs
+# to device memory ("lib/test_hmm: add large page allocation failure
+# testing", Balbir Singh, 2025). Such a tree gets its own message (exit 3):
+# no rebase of ours can make it run these tests.
 set -euo pipefail
 
+dry=
+[ "${1:-}" != --dry-run ] || { dry=1; shift; }
+[ $# -ge 1 ] || { echo "usage: apply.sh [--dry-run] DIR [VERSION]" >&2; exit 2; }
 dir=$1
 version=${2:-$(make -s -C "$dir" kernelversion 2>/dev/null || echo unknown)}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 [ -f "$dir/lib/test_hmm.c" ] && [ -f "$dir/lib/test_hmm_uapi.h" ] ||
 	{ echo "lib/test_hmm: $dir has no lib/test_hmm.c and lib/test_hmm_uapi.h" >&2; exit 1; }
+grep -q 'define HMM_DMIRROR_FLAGS' "$dir/lib/test_hmm_uapi.h" || {
+	echo "lib/test_hmm: the test_hmm of $version has no HMM_DMIRROR_FLAGS: it is older
+than device-private large folios (THP migration to device memory), which
+these tests are about. Use a kernel that has them (Linux 7.2 or 7.3 here)." >&2
+	exit 3
+}
 
 # "<series file> <patch>..." with the patches as absolute paths.
 patches_of() {
@@ -52,7 +68,7 @@ for s in "$here/series" "$here"/*/series; do
 		fi
 	done
 	if [ -z "$bad" ]; then
-		for p in $(patches_of "$s"); do
+		[ -n "$dry" ] || for p in $(patches_of "$s"); do
 			patch -p1 -d "$dir" --fuzz=0 --silent --no-backup-if-mismatch \
 				-r - <"$p" >/dev/null
 		done

@@ -160,19 +160,52 @@ class Kselftest(unittest.TestCase):
                 self.assertNotEqual(r.returncode, 0)
                 self.assertIn("needs KSRC=DIR", r.stderr)
 
+    @staticmethod
+    def fake_tree(d, flags=True, version="6.1"):
+        """A tree run_tests.sh accepts as --ksrc, with a test_hmm that is
+        not ours to patch; with or without HMM_DMIRROR_FLAGS."""
+        for sub in ("lib", "mm"):
+            os.mkdir(os.path.join(d, sub))
+        with open(os.path.join(d, "Makefile"), "w") as out:
+            out.write("kernelversion:\n\t@echo %s\n" % version)
+        with open(os.path.join(d, "mm", "memremap.c"), "w") as out:
+            out.write("/* not memremap */\n")
+        with open(os.path.join(d, "lib", "test_hmm.c"), "w") as out:
+            out.write("/* not test_hmm */\n")
+        with open(os.path.join(d, "lib", "test_hmm_uapi.h"), "w") as out:
+            if flags:
+                out.write("#define HMM_DMIRROR_FLAGS _IOWR('H', 0x08, int)\n")
+
     def test_apply_names_the_series_it_tried(self):
         import tempfile
         with tempfile.TemporaryDirectory() as d:
-            os.mkdir(os.path.join(d, "lib"))
-            for f in ("test_hmm.c", "test_hmm_uapi.h"):
-                with open(os.path.join(d, "lib", f), "w") as out:
-                    out.write("/* not test_hmm */\n")
+            self.fake_tree(d)
             r = self.sh(os.path.join(REPO, "lib/test_hmm/apply.sh"), d, "6.1")
             self.assertEqual(r.returncode, 1)
             self.assertIn("no patch series applies to the lib/test_hmm.c of 6.1",
                           r.stderr)
             self.assertIn("Linux 7.2 (lib/test_hmm/series)", r.stderr)
             self.assertIn("Linux 7.3 (lib/test_hmm/7.3/series)", r.stderr)
+
+    def test_tree_without_device_private_thp(self):
+        """A test_hmm without HMM_DMIRROR_FLAGS predates device-private
+        large folios: apply.sh says so, and run_tests.sh stops before it
+        builds a kernel (exit 3)."""
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            tree = os.path.join(d, "tree")
+            os.mkdir(tree)
+            self.fake_tree(tree, flags=False)
+            r = self.sh(os.path.join(REPO, "lib/test_hmm/apply.sh"),
+                        "--dry-run", tree, "6.1")
+            self.assertEqual(r.returncode, 3)
+            self.assertIn("older\nthan device-private large folios", r.stderr)
+            r = self.sh(os.path.join(REPO, "run_tests.sh"), "--ksrc", tree,
+                        "--output", os.path.join(d, "out"),
+                        "--cache", os.path.join(d, "cache"))
+            self.assertEqual(r.returncode, 3, r.stderr)
+            self.assertIn("test_hmm of 6.1 has no HMM_DMIRROR_FLAGS", r.stderr)
+            self.assertNotIn("building kernel", r.stdout + r.stderr)
 
 
 if __name__ == "__main__":
