@@ -178,7 +178,6 @@ TEST_F(held, freed_on_close)
 	size_t pmd = read_pmd_pagesize();
 	const char *why;
 	unsigned int i;
-	void *mirror;
 	char *p;
 	int fd;
 
@@ -190,14 +189,8 @@ TEST_F(held, freed_on_close)
 
 		ASSERT_EQ(hmm_folio_folio(fd, HMM_DMIRROR_FOLIO_ALLOC, &c), 0);
 	}
-	p = hmm_folio_map_aligned(pmd);
+	p = hmm_folio_thp_on_device(fd, pmd, 1);
 	ASSERT_NE(p, NULL);
-	hmm_folio_fill(p, pmd, (uintptr_t)p, 1);
-	mirror = malloc(pmd);
-	ASSERT_NE(mirror, NULL);
-	ASSERT_EQ(hmm_folio_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, mirror,
-				pmd / psize(), NULL), 0);
-	free(mirror);
 	ASSERT_EQ(close(fd), 0);
 
 	ASSERT_EQ(hmm_folio_stats(self->fd, &after), 0);
@@ -231,7 +224,6 @@ TEST_F(held, kept_when_another_file_closes)
 	size_t pmd = read_pmd_pagesize();
 	const char *why;
 	unsigned int i;
-	void *mirror;
 	char *p;
 	int fd;
 
@@ -250,14 +242,8 @@ TEST_F(held, kept_when_another_file_closes)
 	/* Another file with a THP on the device, closed: evicts the device. */
 	fd = hmm_folio_open(0, &why);
 	ASSERT_GE(fd, 0);
-	p = hmm_folio_map_aligned(pmd);
+	p = hmm_folio_thp_on_device(fd, pmd, 1);
 	ASSERT_NE(p, NULL);
-	hmm_folio_fill(p, pmd, (uintptr_t)p, 1);
-	mirror = malloc(pmd);
-	ASSERT_NE(mirror, NULL);
-	ASSERT_EQ(hmm_folio_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, mirror,
-				pmd / psize(), NULL), 0);
-	free(mirror);
 	ASSERT_EQ(close(fd), 0);
 	ASSERT_EQ(hmm_folio_check(p, pmd, (uintptr_t)p, 1, "after close"), 0);
 	ASSERT_EQ(munmap(p, pmd), 0);

@@ -154,23 +154,6 @@ static void numa_expect_node(struct __test_metadata *_metadata, void **pages,
 	numa_expect_node(_metadata, self->pages, self->status, p, npages, \
 			 node, step)
 
-/* Every page must be @want in the device's SNAPSHOT of [p, +npages). */
-static void numa_expect_snapshot(struct __test_metadata *_metadata, int fd,
-				 unsigned char *m, char *p,
-				 unsigned long npages, unsigned char want,
-				 const char *step)
-{
-	struct hmm_dmirror_cmd cmd;
-	unsigned long i;
-
-	ASSERT_EQ(hmm_folio_cmd(fd, HMM_DMIRROR_SNAPSHOT, p, m, npages, &cmd),
-		  0);
-	for (i = 0; i < npages; i++)
-		ASSERT_EQ(m[i], want)
-			TH_LOG("%s: page %lu snapshot %#x, expected %#x", step,
-			       i, m[i], want);
-}
-
 /* Nothing of [p, +npages) may be device memory. */
 static void numa_expect_system(struct __test_metadata *_metadata, int fd,
 			       unsigned char *m, char *p,
@@ -355,9 +338,9 @@ static __u64 policy_to_device(struct __test_metadata *_metadata,
 	ASSERT_EQ(cmd.cpages, self->npages);
 	ASSERT_EQ(hmm_folio_check(self->mirror, self->size, (uintptr_t)p, gen,
 				  "device copy after MIGRATE_TO_DEV"), 0);
-	numa_expect_snapshot(_metadata, self->fd, self->mirror, p,
-			     self->npages, HMM_FOLIO_PROT_DEV_PMD,
-			     "after MIGRATE_TO_DEV");
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
+					    HMM_FOLIO_PROT_DEV_PMD,
+					    "after MIGRATE_TO_DEV"), 0);
 	ASSERT_EQ(hmm_folio_devpfn(self->fd, p, self->npages, self->pfns), 0);
 	for (i = 0; i < self->npages; i++)
 		ASSERT_EQ(self->pfns[i].offset, self->pfns[0].offset + i)
@@ -583,8 +566,8 @@ TEST_F_TIMEOUT(mpol, device_range, 60)
 				self->mirror, ndev, &cmd), 0);
 	ASSERT_EQ(hmm_folio_check(self->mirror, ndev * psize(), (uintptr_t)p,
 				  gen, "device copy after MIGRATE_TO_DEV"), 0);
-	numa_expect_snapshot(_metadata, self->fd, self->mirror, p, ndev,
-			     dev_prot, "after MIGRATE_TO_DEV");
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, ndev, dev_prot,
+					    "after MIGRATE_TO_DEV"), 0);
 	EXPECT_NODE(p, ndev, -1, "on the device");
 
 	ret = mpol_op(self, variant, p, &err);
@@ -622,8 +605,8 @@ TEST_F_TIMEOUT(mpol, device_range, 60)
 	}
 
 	/* The device pages stay where they are, with their data. */
-	numa_expect_snapshot(_metadata, self->fd, self->mirror, p, ndev,
-			     dev_prot, "after the syscall");
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, ndev, dev_prot,
+					    "after the syscall"), 0);
 	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_READ, p, self->mirror,
 				ndev, &cmd), 0);
 	ASSERT_EQ(hmm_folio_check(self->mirror, ndev * psize(), (uintptr_t)p,

@@ -203,23 +203,6 @@ static void pin_disk_close(struct pin_disk *d)
 	d->fd = -1;
 }
 
-/* Every page must be @want in the device's SNAPSHOT of [p, +npages). */
-static void pin_expect_snapshot(struct __test_metadata *_metadata, int fd,
-				unsigned char *m, char *p,
-				unsigned long npages, unsigned char want,
-				const char *step)
-{
-	struct hmm_dmirror_cmd cmd;
-	unsigned long i;
-
-	ASSERT_EQ(hmm_folio_cmd(fd, HMM_DMIRROR_SNAPSHOT, p, m, npages, &cmd),
-		  0);
-	for (i = 0; i < npages; i++)
-		ASSERT_EQ(m[i], want)
-			TH_LOG("%s: page %lu snapshot %#x, expected %#x", step,
-			       i, m[i], want);
-}
-
 /* Snapshot of a pinned THP: writable, PMD-mapped system memory. */
 #define PIN_PROT_SYS_PMD	(HMM_DMIRROR_PROT_PMD | HMM_DMIRROR_PROT_WRITE)
 
@@ -359,8 +342,9 @@ static void fixed_try_migrate(struct __test_metadata *_metadata,
 	/* test_hmm: ENOENT when nothing could be migrated */
 	ASSERT_TRUE(!ret || ret == -ENOENT || ret == -EBUSY)
 		TH_LOG("MIGRATE_TO_DEV of a pinned range: %s", strerror(-ret));
-	pin_expect_snapshot(_metadata, self->fd, self->mirror, p, self->npages,
-			    PIN_PROT_SYS_PMD, "pinned, after MIGRATE_TO_DEV");
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
+					    PIN_PROT_SYS_PMD,
+					    "pinned, after MIGRATE_TO_DEV"), 0);
 	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
 				  "pinned buffer after MIGRATE_TO_DEV"), 0);
 }
@@ -378,8 +362,9 @@ static void fixed_to_device(struct __test_metadata *_metadata,
 	ASSERT_EQ(cmd.cpages, self->npages);
 	ASSERT_EQ(hmm_folio_check(self->mirror, self->size, (uintptr_t)p, gen,
 				  "device copy after MIGRATE_TO_DEV"), 0);
-	pin_expect_snapshot(_metadata, self->fd, self->mirror, p, self->npages,
-			    HMM_FOLIO_PROT_DEV_PMD, "after MIGRATE_TO_DEV");
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
+					    HMM_FOLIO_PROT_DEV_PMD,
+					    "after MIGRATE_TO_DEV"), 0);
 }
 
 TEST_F_TIMEOUT(fixed, lifecycle, 60)
@@ -396,9 +381,10 @@ TEST_F_TIMEOUT(fixed, lifecycle, 60)
 		fixed_to_device(_metadata, self, p, gen);
 		/* Pinning faults the device folio back to system memory. */
 		ASSERT_EQ(pin_ring_register(&self->ring, p, self->size), 0);
-		pin_expect_snapshot(_metadata, self->fd, self->mirror, p,
-				    self->npages, PIN_PROT_SYS_PMD,
-				    "registered over the device folio");
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p,
+						    self->npages, PIN_PROT_SYS_PMD,
+						    "registered over the device folio"),
+			  0);
 		ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
 					  "buffer registered over the device"), 0);
 	} else {

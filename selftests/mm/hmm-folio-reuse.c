@@ -542,56 +542,6 @@ static void range_free(struct __test_metadata *_metadata,
 	}
 }
 
-/* Folios of @order carved directly out of [base, +npages), then freed. */
-static void reuse_direct(struct __test_metadata *_metadata,
-			 FIXTURE_DATA(reuse) *self, __u64 base,
-			 unsigned int order)
-{
-	unsigned long n = self->npages >> order, j;
-	__u64 *handles = calloc(n, sizeof(*handles));
-
-	ASSERT_NE(handles, NULL);
-	for (j = 0; j < n; j++) {
-		struct hmm_dmirror_folio_cmd c = {
-			.offset = base + (j << order),
-			.order = order,
-			.flags = HMM_DMIRROR_FOLIO_AT_OFFSET,
-		};
-
-		ASSERT_EQ(hmm_folio_folio(self->fd, HMM_DMIRROR_FOLIO_ALLOC, &c), 0)
-			TH_LOG("order-%u folio at offset %#llx", order,
-			       (unsigned long long)c.offset);
-		ASSERT_EQ(c.offset, base + (j << order));
-		handles[j] = c.handle;
-		ASSERT_EQ(hmm_folio_check_folios(self->fd, HMM_DMIRROR_CHECK_HANDLE,
-						 c.handle, NULL, 0), 0)
-			TH_LOG("fresh order-%u folio at offset %#llx", order,
-			       (unsigned long long)c.offset);
-	}
-	for (j = 0; j < n; j++) {
-		struct hmm_dmirror_folio_cmd c = { .handle = handles[j], .seed = j + 1 };
-
-		ASSERT_EQ(hmm_folio_folio(self->fd, HMM_DMIRROR_FOLIO_FILL, &c), 0);
-	}
-	for (j = 0; j < n; j++) {
-		struct hmm_dmirror_folio_cmd c = { .handle = handles[j], .seed = j + 1 };
-
-		ASSERT_EQ(hmm_folio_folio(self->fd, HMM_DMIRROR_FOLIO_VERIFY, &c), 0);
-		ASSERT_EQ(c.bad_pages, 0)
-			TH_LOG("folio %lu: %llu bad pages", j,
-			       (unsigned long long)c.bad_pages);
-		ASSERT_EQ(c.order, order);
-	}
-	ASSERT_EQ(hmm_folio_check_folios(self->fd, HMM_DMIRROR_CHECK_HELD, 0,
-					 NULL, 0), 0);
-	for (j = 0; j < n; j++) {
-		struct hmm_dmirror_folio_cmd c = { .handle = handles[j] };
-
-		ASSERT_EQ(hmm_folio_folio(self->fd, HMM_DMIRROR_FOLIO_FREE, &c), 0);
-	}
-	free(handles);
-}
-
 /*
  * An empty or zero-page range migrated to the device and unmapped there; its
  * device pages must then serve order-0 migrations.
@@ -850,7 +800,9 @@ TEST_F_TIMEOUT(reuse, lifecycle, 45)
 				TH_LOG("round %u: order-0 pages off the block", r);
 			gen = range_back(_metadata, self, p, gen, BACK_READ);
 			ASSERT_EQ(munmap(p, self->size), 0);
-			reuse_direct(_metadata, self, base, orders[r]);
+			ASSERT_EQ(hmm_folio_direct_cycle(self->fd, base,
+							 self->npages,
+							 orders[r]), 0);
 			p = range_new(_metadata, self, true, ++gen);
 			ASSERT_EQ(range_to_device(_metadata, self, p, gen,
 						  self->pmd_order), base)
@@ -869,7 +821,8 @@ TEST_F_TIMEOUT(reuse, lifecycle, 45)
 		ASSERT_EQ(munmap(p, self->size), 0);
 		break;
 	case REUSE_DIRECT:
-		reuse_direct(_metadata, self, base, variant->order);
+		ASSERT_EQ(hmm_folio_direct_cycle(self->fd, base, self->npages,
+						 variant->order), 0);
 		break;
 	default:
 		break;

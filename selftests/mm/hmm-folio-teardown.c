@@ -121,29 +121,6 @@ FIXTURE_TEARDOWN(teardown)
 	HMM_FOLIO_FAIL_ON_SPLATS(splats);
 }
 
-/* A tagged THP migrated to the device through @fd, as one PMD folio. */
-static char *thp_on_device(struct __test_metadata *_metadata,
-			   FIXTURE_DATA(teardown) *self, int fd,
-			   unsigned int gen)
-{
-	char *p = hmm_folio_map_aligned(self->size);
-	void *mirror = malloc(self->size);
-	struct hmm_dmirror_cmd cmd;
-
-	ASSERT_NE(p, NULL);
-	ASSERT_NE(mirror, NULL);
-	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
-	ASSERT_TRUE(hmm_folio_is_thp(p, self->size));
-	ASSERT_EQ(hmm_folio_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, mirror,
-				self->npages, &cmd), 0);
-	ASSERT_EQ(cmd.cpages, self->npages);
-	free(mirror);
-	ASSERT_EQ(hmm_folio_snapshot_expect(fd, p, self->npages,
-					    HMM_FOLIO_PROT_DEV_PMD,
-					    "on the device"), 0);
-	return p;
-}
-
 /* Reloaded: device memory at PMD order, freed, then order 5 over it. */
 static void reuse_after_reload(struct __test_metadata *_metadata,
 			       FIXTURE_DATA(teardown) *self)
@@ -163,7 +140,8 @@ static void reuse_after_reload(struct __test_metadata *_metadata,
 				       &old_policy), 0);
 	pfns = calloc(self->npages, sizeof(*pfns));
 	ASSERT_NE(pfns, NULL);
-	p = thp_on_device(_metadata, self, self->fd, 7);
+	p = hmm_folio_thp_on_device(self->fd, self->size, 7);
+	ASSERT_NE(p, NULL);
 	ASSERT_EQ(hmm_folio_devpfn(self->fd, p, self->npages, pfns), 0);
 	base = pfns[0].offset;
 	ASSERT_EQ(pfns[0].order, sz2ord(self->size, psize()));
@@ -205,7 +183,8 @@ TEST_F_TIMEOUT(teardown, unload_reload, 120)
 		break;
 	}
 	case BUSY_MAPPED:
-		self->thp = thp_on_device(_metadata, self, self->fd, 3);
+		self->thp = hmm_folio_thp_on_device(self->fd, self->size, 3);
+		ASSERT_NE(self->thp, NULL);
 		break;
 	case BUSY_EXITED:
 		pid = fork();
@@ -216,8 +195,8 @@ TEST_F_TIMEOUT(teardown, unload_reload, 120)
 
 			if (fd < 0)
 				_exit(1);
-			thp_on_device(_metadata, self, fd, 5);
-			_exit(0);	/* with its THP on the device */
+			/* Exits with its THP on the device. */
+			_exit(!hmm_folio_thp_on_device(fd, self->size, 5));
 		}
 		ASSERT_EQ(waitpid(pid, &status, 0), pid);
 		ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));

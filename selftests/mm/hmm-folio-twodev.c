@@ -210,46 +210,6 @@ static void reuse_order0(struct __test_metadata *_metadata,
 	ASSERT_EQ(munmap(q, self->size), 0);
 }
 
-/* Folios of @order carved directly out of [base, +npages) on @dev. */
-static void reuse_direct(struct __test_metadata *_metadata,
-			 FIXTURE_DATA(twodev) *self, int dev, __u64 base,
-			 unsigned int order)
-{
-	unsigned long n = self->npages >> order, j;
-	__u64 *h = calloc(n, sizeof(*h));
-
-	ASSERT_NE(h, NULL);
-	for (j = 0; j < n; j++) {
-		struct hmm_dmirror_folio_cmd c = {
-			.offset = base + (j << order),
-			.order = order,
-			.flags = HMM_DMIRROR_FOLIO_AT_OFFSET,
-		};
-
-		ASSERT_EQ(hmm_folio_folio(self->fd[dev], HMM_DMIRROR_FOLIO_ALLOC,
-					  &c), 0);
-		h[j] = c.handle;
-	}
-	for (j = 0; j < n; j++) {
-		struct hmm_dmirror_folio_cmd c = { .handle = h[j], .seed = j + 1 };
-
-		ASSERT_EQ(hmm_folio_folio(self->fd[dev], HMM_DMIRROR_FOLIO_FILL,
-					  &c), 0);
-	}
-	ASSERT_EQ(hmm_folio_check_folios(self->fd[dev], HMM_DMIRROR_CHECK_HELD,
-					 0, NULL, 0), 0);
-	for (j = 0; j < n; j++) {
-		struct hmm_dmirror_folio_cmd c = { .handle = h[j], .seed = j + 1 };
-
-		ASSERT_EQ(hmm_folio_folio(self->fd[dev],
-					  HMM_DMIRROR_FOLIO_VERIFY, &c), 0);
-		ASSERT_EQ(c.bad_pages, 0);
-		ASSERT_EQ(hmm_folio_folio(self->fd[dev], HMM_DMIRROR_FOLIO_FREE,
-					  &c), 0);
-	}
-	free(h);
-}
-
 static void all_free(struct __test_metadata *_metadata,
 		     FIXTURE_DATA(twodev) *self, int dev, const char *step)
 {
@@ -315,7 +275,7 @@ static __u64 move(struct __test_metadata *_metadata, FIXTURE_DATA(twodev) *self,
 
 	/* Device 0's freed PMD block, at order 0, while device 1 holds it. */
 	reuse_order0(_metadata, self, 0, base0, *gen + 50);
-	reuse_direct(_metadata, self, 0, base0, 3);
+	ASSERT_EQ(hmm_folio_direct_cycle(self->fd[0], base0, self->npages, 3), 0);
 	expect_on(_metadata, self, 1, p, self->pmd_order,
 		  "device 1 after device 0's reuse");
 	return base1;
@@ -377,10 +337,10 @@ TEST_F_TIMEOUT(twodev, lifecycle, 60)
 	all_free(_metadata, self, 1, "device 1 after the free");
 
 	/* Device 1's freed PMD block, at other orders, then a THP again. */
-	reuse_direct(_metadata, self, 1, base1, 8);
+	ASSERT_EQ(hmm_folio_direct_cycle(self->fd[1], base1, self->npages, 8), 0);
 	reuse_order0(_metadata, self, 1, base1, gen + 100);
-	p = thp_new(_metadata, self, true, gen + 200);
-	to_device(_metadata, self, 1, p, gen + 200);
+	p = hmm_folio_thp_on_device(self->fd[1], self->size, gen + 200);
+	ASSERT_NE(p, NULL);
 	ASSERT_EQ(expect_on(_metadata, self, 1, p, self->pmd_order,
 			    "a THP on device 1 again"), base1);
 	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen + 200,

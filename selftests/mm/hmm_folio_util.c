@@ -182,6 +182,72 @@ int hmm_folio_folio(int fd, unsigned long request,
 	return hmm_folio_ioctl(fd, request, cmd);
 }
 
+long hmm_folio_direct_cycle(int fd, __u64 base, unsigned long npages,
+			    unsigned int order)
+{
+	unsigned long n = npages >> order, j;
+	__u64 *handles = calloc(n, sizeof(*handles));
+	long ret = 0;
+
+	if (!handles)
+		return -ENOMEM;
+	for (j = 0; j < n && !ret; j++) {
+		struct hmm_dmirror_folio_cmd c = {
+			.offset = base + (j << order),
+			.order = order,
+			.flags = HMM_DMIRROR_FOLIO_AT_OFFSET,
+		};
+
+		ret = hmm_folio_folio(fd, HMM_DMIRROR_FOLIO_ALLOC, &c);
+		if (ret) {
+			fprintf(stderr, "# order-%u folio at offset %#llx: %s\n",
+				order, (unsigned long long)c.offset,
+				strerror(-ret));
+			break;
+		}
+		handles[j] = c.handle;
+		if (c.offset != base + (j << order)) {
+			fprintf(stderr, "# order-%u folio asked at %#llx, got %#llx\n",
+				order, (unsigned long long)(base + (j << order)),
+				(unsigned long long)c.offset);
+			ret = -EFAULT;
+			break;
+		}
+		ret = hmm_folio_check_folios(fd, HMM_DMIRROR_CHECK_HANDLE,
+					     c.handle, NULL, 0);
+	}
+	for (j = 0; j < n && !ret; j++) {
+		struct hmm_dmirror_folio_cmd c = {
+			.handle = handles[j], .seed = j + 1,
+		};
+
+		ret = hmm_folio_folio(fd, HMM_DMIRROR_FOLIO_FILL, &c);
+	}
+	for (j = 0; j < n && !ret; j++) {
+		struct hmm_dmirror_folio_cmd c = {
+			.handle = handles[j], .seed = j + 1,
+		};
+
+		ret = hmm_folio_folio(fd, HMM_DMIRROR_FOLIO_VERIFY, &c);
+		if (!ret && (c.bad_pages || c.order != order)) {
+			fprintf(stderr, "# order-%u folio %lu of %lu: %llu bad pages, order %u\n",
+				order, j, n, (unsigned long long)c.bad_pages,
+				(unsigned int)c.order);
+			ret = c.bad_pages ? (long)c.bad_pages : 1;
+		}
+	}
+	if (!ret)
+		ret = hmm_folio_check_folios(fd, HMM_DMIRROR_CHECK_HELD, 0,
+					     NULL, 0);
+	for (j = 0; j < n && !ret; j++) {
+		struct hmm_dmirror_folio_cmd c = { .handle = handles[j] };
+
+		ret = hmm_folio_folio(fd, HMM_DMIRROR_FOLIO_FREE, &c);
+	}
+	free(handles);
+	return ret;
+}
+
 /* splitmix64 finaliser: neighbouring addresses get unrelated tags. */
 uint64_t hmm_folio_tag(uintptr_t addr, unsigned int gen)
 {
@@ -298,6 +364,46 @@ bool hmm_folio_is_thp(void *addr, size_t size)
 void hmm_folio_unmap_aligned(void *p, size_t size)
 {
 	munmap(p, size);
+}
+
+char *hmm_folio_thp_on_device(int fd, size_t size, unsigned int gen)
+{
+	unsigned long npages = size / psize();
+	char *p = hmm_folio_map_aligned(size);
+	void *mirror = malloc(size);
+	struct hmm_dmirror_cmd cmd = { 0 };
+	int ret;
+
+	if (!p || !mirror) {
+		fprintf(stderr, "# no memory for a %zu byte THP and its copy\n",
+			size);
+		goto fail;
+	}
+	hmm_folio_fill(p, size, (uintptr_t)p, gen);
+	if (!hmm_folio_is_thp(p, size)) {
+		fprintf(stderr, "# no PMD-sized THP at %p after MADV_HUGEPAGE\n",
+			p);
+		goto fail;
+	}
+	ret = hmm_folio_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, mirror, npages,
+			    &cmd);
+	if (ret || cmd.cpages != npages) {
+		fprintf(stderr, "# MIGRATE_TO_DEV of a THP: %s, %llu of %lu pages\n",
+			strerror(-ret), (unsigned long long)cmd.cpages, npages);
+		goto fail;
+	}
+	if (hmm_folio_check(mirror, size, (uintptr_t)p, gen,
+			    "device copy of the THP") ||
+	    hmm_folio_snapshot_expect(fd, p, npages, HMM_FOLIO_PROT_DEV_PMD,
+				      "THP on the device"))
+		goto fail;
+	free(mirror);
+	return p;
+fail:
+	free(mirror);
+	if (p)
+		hmm_folio_unmap_aligned(p, size);
+	return NULL;
 }
 
 /*

@@ -69,6 +69,17 @@ long hmm_folio_snapshot_expect(int fd, void *addr, unsigned long npages,
 /* HMM_DMIRROR_FOLIO_* on @cmd; returns 0 or -errno. */
 int hmm_folio_folio(int fd, unsigned long request,
 		    struct hmm_dmirror_folio_cmd *cmd);
+/*
+ * Direct folios on the device memory at [base, +npages) (device page
+ * offsets): one order-@order folio at each aligned offset, taken with
+ * HMM_DMIRROR_FOLIO_AT_OFFSET, checked fresh, filled, verified (data and
+ * order), the held folios checked, then all freed. Returns 0, -errno of the
+ * first ioctl that failed, or the number of bad pages or violations
+ * (printing what went wrong). Folios still held after a failure are freed
+ * when @fd is closed.
+ */
+long hmm_folio_direct_cycle(int fd, __u64 base, unsigned long npages,
+			    unsigned int order);
 
 /*
  * Tags: every 64-bit word of a page holds a value derived from the word's
@@ -94,6 +105,13 @@ unsigned long hmm_folio_nonzero_pages(const void *p, size_t size);
 void *hmm_folio_map_aligned(size_t size);
 bool hmm_folio_is_thp(void *addr, size_t size);
 void hmm_folio_unmap_aligned(void *p, size_t size);
+/*
+ * A new THP of @size bytes, tagged with generation @gen, migrated through
+ * @fd to the device as one PMD folio: MIGRATE_TO_DEV must take every page,
+ * the device copy must hold the tags, and SNAPSHOT must show a writable
+ * device PMD. NULL (printing why, the range unmapped) otherwise.
+ */
+char *hmm_folio_thp_on_device(int fd, size_t size, unsigned int gen);
 
 /*
  * Make MADV_HUGEPAGE regions get PMD-sized THPs. The settings in force at
