@@ -224,17 +224,21 @@ for prog in $progs; do
 	n=$((n + 1))
 	args=
 	if [ -n "$filter" ]; then
-		sel=
+		# A harness program runs the matching tests (-r each); one
+		# that is a single test (list_tests names it after itself)
+		# runs whole if its name matches.
+		matched=
 		for t in $(list_tests ./$prog); do
 			case $t in
-			$filter) [ "$t" = "$prog" ] && sel=" " || sel="$sel -r $t" ;;
+			$filter)
+				matched=1
+				[ "$t" = "$prog" ] || args="$args -r $t" ;;
 			esac
 		done
-		if [ -z "$sel" ]; then
+		if [ -z "$matched" ]; then
 			out "ok $n selftests: mm: $prog # SKIP no test matches $filter"
 			continue
 		fi
-		args=$sel
 	fi
 	out "# selftest: mm: $prog"
 	run_prog ./$prog $args
