@@ -45,7 +45,14 @@ usage() {
 
 check_tree() {
 	local t=$1 f
-	for f in lib/test_hmm.c lib/test_hmm_uapi.h $MM/Makefile $MM/run_vmtests.sh; do
+	for f in lib/test_hmm.c lib/test_hmm_uapi.h; do
+		[ -f "$t/$f" ] || die "$t is not a kernel tree with mm selftests: no $f"
+	done
+	# A tree too old for the tests, or one no series fits: apply.sh says
+	# which (not needed once installed: the series is in then).
+	[ -f "$t/$STATE" ] || "$repo/lib/test_hmm/apply.sh" --dry-run "$t" \
+		"$(make -s -C "$t" kernelversion 2>/dev/null)" >/dev/null || exit 1
+	for f in $MM/Makefile $MM/run_vmtests.sh; do
 		[ -f "$t/$f" ] || die "$t is not a kernel tree with mm selftests: no $f"
 	done
 }
