@@ -51,6 +51,10 @@ Tests:
   --duration SEC       how long hmm-folio-stress runs (default 60)
   --crashers           also run the tests of known kernel bugs that crash a
                        DEBUG_VM kernel (crashers.*; they SKIP otherwise)
+  --stock-module       load the tree's own test_hmm.ko, built without the
+                       lib/test_hmm series (the tests are still built with
+                       its uapi): what the suite does with upstream test_hmm;
+                       the tests that need the extension SKIP saying so
   --inject KIND        check the runner itself: after the first test program
                        the guest panics (sysrq-c), oopses or WARNs (LKDTM
                        BUG, WARNING), hangs (LKDTM HUNG_TASK) or runs out of
@@ -120,6 +124,7 @@ test_timeout=
 seed=
 duration=
 crashers=0
+stock=0
 inject=
 accel=auto
 memory=2048
@@ -148,6 +153,7 @@ while [ $# -gt 0 ]; do
 	--seed) need_arg "$@"; seed=$2; shift 2 ;;
 	--duration) need_arg "$@"; duration=$2; shift 2 ;;
 	--crashers) crashers=1; shift ;;
+	--stock-module) stock=1; shift ;;
 	--inject) need_arg "$@"; inject=$2; shift 2 ;;
 	--accel) need_arg "$@"; accel=$2; shift 2 ;;
 	--memory) need_arg "$@"; memory=$2; shift 2 ;;
@@ -178,6 +184,7 @@ case $inject in ''|panic|oops|warn|hang|oom) ;;
 [[ $filter =~ [[:space:]] ]] && die_usage "--filter takes a glob without spaces"
 if [ $kselftest = 1 ]; then
 	[ -z "$filter" ] || die_usage "--filter selects tests of our runner: not with --kselftest"
+	[ $stock = 0 ] || die_usage "--stock-module: the kselftest tarball ships the patched module"
 	[[ ${ksft_tests:=$KSFT_TESTS} =~ ^[A-Za-z0-9_.:,-]+$ ]] ||
 		die_usage "--ksft-tests takes collection:test names separated by commas"
 else
@@ -307,6 +314,12 @@ log "building test_hmm.ko with the lib/test_hmm patches"
 run_logged "module build" "$outdir/module-build.log" \
 	"$RUNNER/build-module.sh" "$ksrc" "$kbuild" "$outdir/module" ||
 	die_infra "building test_hmm.ko failed (log: $outdir/module-build.log)"
+if [ $stock = 1 ]; then
+	log "building the tree's own test_hmm.ko (--stock-module)"
+	run_logged "stock module build" "$outdir/stock-module-build.log" \
+		"$RUNNER/build-module.sh" --stock "$ksrc" "$kbuild" "$outdir/stock-module" ||
+		die_infra "building the stock test_hmm.ko failed (log: $outdir/stock-module-build.log)"
+fi
 
 # --- 3. tests ---------------------------------------------------------------
 root=$outdir/initramfs
@@ -341,7 +354,11 @@ else
 		KHDR_INCLUDES="-isystem $kbuild/usr/include" HMM_UAPI="$outdir/module" ||
 		die_infra "building the tests failed (log: $outdir/tests-build.log)"
 	progs=$(make -s -C "$REPO/selftests/mm" KSRC="$ksrc" list)
-	cp "$outdir/module/lib/test_hmm.ko" "$root/modules/"
+	if [ $stock = 1 ]; then
+		cp "$outdir/stock-module/lib/test_hmm.ko" "$root/modules/"
+	else
+		cp "$outdir/module/lib/test_hmm.ko" "$root/modules/"
+	fi
 	cp "$REPO/selftests/mm/settings" "$root/tests/"
 	for p in $progs; do cp "$tests_out/$p" "$root/tests/"; done
 	echo "$progs" >"$root/tests/list"

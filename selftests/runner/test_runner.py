@@ -126,6 +126,7 @@ class Options(unittest.TestCase):
             (["--inject", "fire"], "--inject"),
             (["--append"], "needs an argument"),
             (["--kselftest", "--filter", "thp.*"], "not with --kselftest"),
+            (["--kselftest", "--stock-module"], "ships the patched module"),
             (["--ksft-tests", "mm:ksft_hmm.sh"], "goes with --kselftest"),
             (["--kselftest", "--ksft-tests", "mm:a;reboot"], "--ksft-tests"),
         ]:
