@@ -876,12 +876,15 @@ FIXTURE_VARIANT(evict)
 FIXTURE_VARIANT_ADD(evict, head_and_first_tail_free) {
 	.policy = HMM_DMIRROR_POLICY_HIGHEST, .thp_first = true, .head_free = 2,
 };
+
 FIXTURE_VARIANT_ADD(evict, head_free) {
 	.policy = HMM_DMIRROR_POLICY_HIGHEST, .thp_first = true, .head_free = 1,
 };
+
 FIXTURE_VARIANT_ADD(evict, head_reused) {
 	.policy = HMM_DMIRROR_POLICY_LOWEST, .thp_first = true, .head_free = 2,
 };
+
 FIXTURE_VARIANT_ADD(evict, fresh_memory) {
 	.policy = HMM_DMIRROR_POLICY_HIGHEST, .thp_first = false, .head_free = 2,
 };
