@@ -51,6 +51,9 @@ Tests:
   --duration SEC       how long hmm-folio-stress runs (default 60)
   --crashers           also run the tests of known kernel bugs that crash a
                        DEBUG_VM kernel (crashers.*; they SKIP otherwise)
+  --fail-fast          stop at the first test program that fails (the rest
+                       SKIP): enough for a FAIL verdict, as make prove wants
+                       on a mutant kernel whose tests hang
   --stock-module       load the tree's own test_hmm.ko, built without the
                        lib/test_hmm series (the tests are still built with
                        its uapi): what the suite does with upstream test_hmm;
@@ -125,6 +128,7 @@ seed=
 duration=
 crashers=0
 stock=0
+failfast=0
 inject=
 accel=auto
 memory=2048
@@ -154,6 +158,7 @@ while [ $# -gt 0 ]; do
 	--duration) need_arg "$@"; duration=$2; shift 2 ;;
 	--crashers) crashers=1; shift ;;
 	--stock-module) stock=1; shift ;;
+	--fail-fast) failfast=1; shift ;;
 	--inject) need_arg "$@"; inject=$2; shift 2 ;;
 	--accel) need_arg "$@"; accel=$2; shift 2 ;;
 	--memory) need_arg "$@"; memory=$2; shift 2 ;;
@@ -185,6 +190,7 @@ case $inject in ''|panic|oops|warn|hang|oom) ;;
 if [ $kselftest = 1 ]; then
 	[ -z "$filter" ] || die_usage "--filter selects tests of our runner: not with --kselftest"
 	[ $stock = 0 ] || die_usage "--stock-module: the kselftest tarball ships the patched module"
+	[ $failfast = 0 ] || die_usage "--fail-fast is for our runner: not with --kselftest"
 	[[ ${ksft_tests:=$KSFT_TESTS} =~ ^[A-Za-z0-9_.:,-]+$ ]] ||
 		die_usage "--ksft-tests takes collection:test names separated by commas"
 else
@@ -381,6 +387,7 @@ cmdline="console=ttyS0 panic=-1 oops=panic loglevel=7 hmmfolio.filter=$filter"
 cmdline="$cmdline hmmfolio.seed=$seed"
 [ -z "$duration" ] || cmdline="$cmdline hmmfolio.duration=$duration"
 [ "$crashers" = 0 ] || cmdline="$cmdline hmmfolio.crashers=1"
+[ "$failfast" = 0 ] || cmdline="$cmdline hmmfolio.failfast=1"
 [ -z "$inject" ] || cmdline="$cmdline hmmfolio.inject=$inject"
 [ -z "$append" ] || cmdline="$cmdline $append"
 [ $kselftest = 0 ] || cmdline="$cmdline hmmfolio.ksft=$ksft_tests"

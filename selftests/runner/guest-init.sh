@@ -15,6 +15,9 @@
 #                             or oom (run_tests.sh --inject: runner self-check)
 #   hmmfolio.ksft=A,B         with a kselftest tarball (/kselftest.tar.gz):
 #                             the run_kselftest.sh tests to run, or "all"
+#   hmmfolio.failfast=1       after the first program that fails, report the
+#                             rest (and the unload) as SKIP: one failure is
+#                             make prove's verdict on a mutant kernel
 
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
@@ -43,6 +46,7 @@ for arg in $(cat /proc/cmdline); do
 	hmmfolio.crashers=1) export HMM_FOLIO_CRASHERS=1 ;;
 	hmmfolio.inject=*) inject=${arg#hmmfolio.inject=} ;;
 	hmmfolio.ksft=*) ksft=${arg#hmmfolio.ksft=} ;;
+	hmmfolio.failfast=1) failfast=1 ;;
 	esac
 done
 [ -n "$timeout" ] || timeout=$(sed -n 's/^timeout=//p' /tests/settings 2>/dev/null)
@@ -220,9 +224,14 @@ set -- $progs
 # One result per program, and one for unloading the module at the end.
 out "1..$(($# + 1))"
 n=0
+failed=
 for prog in $progs; do
 	n=$((n + 1))
 	args=
+	if [ -n "$failed" ] && [ -n "$failfast" ]; then
+		out "ok $n selftests: mm: $prog # SKIP fail-fast: an earlier program failed"
+		continue
+	fi
 	if [ -n "$filter" ]; then
 		# A harness program runs the matching tests (-r each); one
 		# that is a single test (list_tests names it after itself)
@@ -246,8 +255,8 @@ for prog in $progs; do
 	case $rc in
 	0) out "ok $n selftests: mm: $prog" ;;
 	4) out "ok $n selftests: mm: $prog # SKIP" ;;
-	124) out "not ok $n selftests: mm: $prog # TIMEOUT ${timeout} seconds" ;;
-	*) out "not ok $n selftests: mm: $prog # exit=$rc" ;;
+	124) out "not ok $n selftests: mm: $prog # TIMEOUT ${timeout} seconds"; failed=1 ;;
+	*) out "not ok $n selftests: mm: $prog # exit=$rc"; failed=1 ;;
 	esac
 	if [ -n "$inject" ]; then
 		inject_fault $inject
@@ -260,6 +269,10 @@ done
 # A leaked device page reference makes memunmap_pages() wait forever: give
 # the unload 30 s.
 n=$((n + 1))
+if [ -n "$failed" ] && [ -n "$failfast" ]; then
+	out "ok $n selftests: mm: rmmod test_hmm # SKIP fail-fast: an earlier program failed"
+	finish
+fi
 rmmod "${module##*/}" 2>/tmp/rmmod.err &
 pid=$!
 if ! wait_gone $pid 30; then

@@ -127,6 +127,7 @@ class Options(unittest.TestCase):
             (["--append"], "needs an argument"),
             (["--kselftest", "--filter", "thp.*"], "not with --kselftest"),
             (["--kselftest", "--stock-module"], "ships the patched module"),
+            (["--kselftest", "--fail-fast"], "not with --kselftest"),
             (["--ksft-tests", "mm:ksft_hmm.sh"], "goes with --kselftest"),
             (["--kselftest", "--ksft-tests", "mm:a;reboot"], "--ksft-tests"),
         ]:
