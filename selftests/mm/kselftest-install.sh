@@ -25,6 +25,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 MM=tools/testing/selftests/mm
 STATE=$MM/.hmm-folio.patch
+series=		# the lib/test_hmm series for the tree (check_tree)
 PROGS="hmm-folio-thp hmm-folio-reuse hmm-folio-ioctl hmm-folio-pin hmm-folio-numa
 	hmm-folio-twodev hmm-folio-stress hmm-folio-teardown"
 OURS="$(printf '%s.c ' $PROGS)hmm_folio_util.c hmm_folio_util.h hmm-folio.mk
@@ -49,9 +50,11 @@ check_tree() {
 		[ -f "$t/$f" ] || die "$t is not a kernel tree with mm selftests: no $f"
 	done
 	# A tree too old for the tests, or one no series fits: apply.sh says
-	# which (not needed once installed: the series is in then).
-	[ -f "$t/$STATE" ] || "$repo/lib/test_hmm/apply.sh" --dry-run "$t" \
-		"$(make -s -C "$t" kernelversion 2>/dev/null)" >/dev/null || exit 1
+	# which. The series it names is the one make_series applies (once
+	# installed, the series is in the tree: make_series asks again after
+	# the uninstall).
+	[ -f "$t/$STATE" ] || series=$("$repo/lib/test_hmm/apply.sh" --dry-run \
+		"$t" "$(make -s -C "$t" kernelversion 2>/dev/null)") || exit 1
 	for f in $MM/Makefile $MM/run_vmtests.sh; do
 		[ -f "$t/$f" ] || die "$t is not a kernel tree with mm selftests: no $f"
 	done
@@ -75,11 +78,9 @@ make_series() {
 	gitq "$g" add -A -f
 	gitq "$g" commit -q -m "base: $(make -s -C "$t" kernelversion 2>/dev/null)"
 
-	mkdir -p "$g.probe/lib"
-	cp "$g"/lib/test_hmm* "$g.probe/lib/"
-	s=$("$repo/lib/test_hmm/apply.sh" "$g.probe" \
+	s=${series:-}
+	[ -n "$s" ] || s=$("$repo/lib/test_hmm/apply.sh" --dry-run "$g" \
 		"$(make -s -C "$t" kernelversion 2>/dev/null)") || exit 1
-	rm -rf "$g.probe"
 	d=$repo/lib/test_hmm/$(dirname "$s")
 	while read -r p; do
 		case $p in ''|'#'*) continue ;; esac
