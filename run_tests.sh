@@ -76,6 +76,10 @@ Output:
   --cache DIR          cache for sources and builds
                        (default \${XDG_CACHE_HOME:-~/.cache}/hmm-folio)
   --raw                print the guest's KTAP as it arrives
+
+Host:
+  --no-install         never install missing host packages (as root, the
+                       missing ones are otherwise installed with apt-get)
   -h, --help           this text
 EOF
 }
@@ -136,6 +140,7 @@ append=
 outdir=
 cache=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/hmm-folio
 raw=0
+install=1
 kselftest=0
 ksft_tests=
 jobs=$(nproc 2>/dev/null || echo 2)
@@ -166,6 +171,7 @@ while [ $# -gt 0 ]; do
 	--output|--keep) need_arg "$@"; outdir=$2; shift 2 ;;
 	--cache) need_arg "$@"; cache=$2; shift 2 ;;
 	--raw) raw=1; shift ;;
+	--no-install) install=0; shift ;;
 	-h|--help) usage; exit 0 ;;
 	*) die_usage "unknown option: $1" ;;
 	esac
@@ -215,16 +221,41 @@ if [ -n "$ksrc" ]; then
 	ksrc=$(realpath "$ksrc")
 fi
 
-# Host tools, with the Debian package that has each.
+# Host tools, as command:package (or file:package), for the mode asked.
+# Missing ones are installed when run as root (announced; --no-install
+# refuses), else the one apt-get command that installs them is printed.
+need="make:make gcc:gcc flex:flex bison:bison bc:bc cpio:cpio gzip:gzip
+	xz:xz-utils tar:tar python3:python3 flock:util-linux readelf:binutils
+	perl:perl patch:patch qemu-system-x86_64:qemu-system-x86
+	busybox:busybox-static /usr/include/libelf.h:libelf-dev
+	/usr/include/openssl/ssl.h:libssl-dev /usr/include/liburing.h:liburing-dev
+	/usr/include/numa.h:libnuma-dev"
+# The Debian source fetch; the tree's mm selftests (make install: rsync).
+[ -n "$ksrc$kbuild" ] || need="$need apt-get:apt dpkg-deb:dpkg
+	/usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring"
+[ $kselftest = 0 ] || need="$need rsync:rsync git:git
+	/usr/include/sys/capability.h:libcap-dev"
 missing=
-for t in make:make gcc:gcc flex:flex bison:bison bc:bc cpio:cpio gzip:gzip \
-	 python3:python3 flock:util-linux readelf:binutils qemu-system-x86_64:qemu-system-x86 \
-	 busybox:busybox-static perl:perl; do
-	command -v "${t%%:*}" >/dev/null || missing="$missing ${t#*:}"
+for t in $need; do
+	case ${t%%:*} in
+	/*) [ -e "${t%%:*}" ] ;;
+	*) command -v "${t%%:*}" >/dev/null ;;
+	esac || case " $missing " in *" ${t#*:} "*) ;; *) missing="$missing ${t#*:}" ;; esac
 done
-[ -r /usr/include/libelf.h ] || missing="$missing libelf-dev"
-[ -r /usr/include/openssl/ssl.h ] || missing="$missing libssl-dev"
-[ -z "$missing" ] || die_infra "missing host packages:$missing (apt-get install$missing)"
+if [ -n "$missing" ]; then
+	[ $install = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null ||
+		die_infra "missing host packages:$missing; install them with:
+    apt-get install --no-install-recommends$missing
+(as root, run_tests.sh does that itself unless given --no-install)"
+	log "installing missing host packages:$missing (apt-get, as root; --no-install refuses)"
+	aptlog=$(mktemp)
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends $missing; } >"$aptlog" 2>&1 || {
+		tail -n 15 "$aptlog" >&2
+		die_infra "apt-get install$missing failed (above: the end of its log, $aptlog)"
+	}
+	rm -f "$aptlog"
+fi
 busybox_bin=$(command -v busybox)
 readelf -l "$busybox_bin" 2>/dev/null | grep -q "Requesting program interpreter" &&
 	die_infra "$busybox_bin is dynamically linked: install busybox-static"

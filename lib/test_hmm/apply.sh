@@ -20,7 +20,8 @@
 # folios: the ioctl came in the series that taught test_hmm to migrate THPs
 # to device memory ("lib/test_hmm: add large page allocation failure
 # testing", Balbir Singh, 2025). Such a tree gets its own message (exit 3):
-# no rebase of ours can make it run these tests.
+# no rebase of ours can make it run these tests. Without patch(1) it says
+# so (exit 4) rather than that no series applies.
 set -euo pipefail
 
 dry=
@@ -29,6 +30,8 @@ dry=
 dir=$1
 version=${2:-$(make -s -C "$dir" kernelversion 2>/dev/null || echo unknown)}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+command -v patch >/dev/null ||
+	{ echo "lib/test_hmm: apply.sh needs patch(1): apt-get install patch" >&2; exit 4; }
 
 [ -f "$dir/lib/test_hmm.c" ] && [ -f "$dir/lib/test_hmm_uapi.h" ] ||
 	{ echo "lib/test_hmm: $dir has no lib/test_hmm.c and lib/test_hmm_uapi.h" >&2; exit 1; }

@@ -44,8 +44,18 @@ usage() {
 	exit 2
 }
 
+# Host tools a command needs, as command:package.
+need_tools() {
+	local t miss=
+	for t in "$@"; do
+		command -v "${t%%:*}" >/dev/null || miss="$miss ${t#*:}"
+	done
+	[ -z "$miss" ] || die "missing host packages:$miss (apt-get install$miss)"
+}
+
 check_tree() {
 	local t=$1 f
+	need_tools patch:patch git:git
 	for f in lib/test_hmm.c lib/test_hmm_uapi.h; do
 		[ -f "$t/$f" ] || die "$t is not a kernel tree with mm selftests: no $f"
 	done
@@ -190,11 +200,18 @@ tarball() {
 		"$repo/selftests/runner/build-module.sh" "$t" "$kbuild" "$tmp/module" >&2
 		mod=$tmp/module
 	fi
+	# The tree's "make install" copies with rsync (selftests/lib.mk).
+	need_tools rsync:rsync
 	log "make -C tools/testing/selftests TARGETS=mm install"
 	make -C "$tmp/tree/tools/testing/selftests" TARGETS=mm -j"$(nproc)" \
 		O="$tmp/obj" KHDR_INCLUDES="-isystem $kbuild/usr/include" \
-		KSFT_INSTALL_PATH="$tmp/install" install >&2 ||
-		die "the tree's mm selftests did not build (libnuma-dev, libcap-dev, liburing-dev?)"
+		KSFT_INSTALL_PATH="$tmp/install" install >"$tmp/make.log" 2>&1 || {
+		cat "$tmp/make.log" >&2
+		die "the tree's make install of its mm selftests failed; its first error:
+$(grep -m 3 -E 'error:|Error [0-9]|No such file|not found|cannot find' "$tmp/make.log" ||
+	tail -n 3 "$tmp/make.log")"
+	}
+	cat "$tmp/make.log" >&2
 	for p in $PROGS; do
 		[ -x "$tmp/install/mm/$p" ] || die "$p was not built"
 	done

@@ -109,6 +109,38 @@ class Options(unittest.TestCase):
         self.assertEqual(r.returncode, 0)
         self.assertIn("--kbuild", r.stdout)
 
+    def test_missing_host_tools_named_with_their_package(self):
+        """patch and rsync missing (a fresh machine): the packages and the
+        one command, exit 3, before anything else (main said nothing of
+        either and failed later, blaming something else)."""
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            bindir = os.path.join(d, "bin")
+            os.mkdir(bindir)
+            for b in ("/usr/bin", "/bin", "/usr/sbin", "/sbin"):
+                for name in os.listdir(b):
+                    if name in ("patch", "rsync") or os.path.exists(
+                            os.path.join(bindir, name)):
+                        continue
+                    os.symlink(os.path.join(b, name), os.path.join(bindir, name))
+            tree = os.path.join(d, "tree")
+            os.mkdir(tree)
+            Kselftest.fake_tree(tree)
+            r = subprocess.run([os.path.join(REPO, "run_tests.sh"), "--kselftest",
+                                "--no-install", "--ksrc", tree,
+                                "--cache", os.path.join(d, "cache")],
+                               capture_output=True, text=True, timeout=60,
+                               env=dict(os.environ, PATH=bindir))
+            self.assertEqual(r.returncode, 3, r.stderr)
+            self.assertIn("missing host packages: patch rsync", r.stderr)
+            self.assertIn("apt-get install --no-install-recommends patch rsync",
+                          r.stderr)
+            r = subprocess.run([os.path.join(REPO, "lib/test_hmm/apply.sh"),
+                                "--dry-run", tree], capture_output=True,
+                               text=True, env=dict(os.environ, PATH=bindir))
+            self.assertEqual(r.returncode, 4, r.stderr)
+            self.assertIn("apply.sh needs patch(1): apt-get install patch", r.stderr)
+
     def test_usage_errors(self):
         for args, msg in [
             (["--bogus"], "unknown option"),
