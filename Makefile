@@ -27,9 +27,12 @@ CHECKPATCH = $(KSRC)/scripts/checkpatch.pl
 # Idioms of kselftest_harness tests that checkpatch flags: FIXTURE_DATA(x) *p
 # (SPACING), table macros (COMPLEX_MACRO, PARENTHESIS_ALIGNMENT), uint64_t in
 # userspace (PREFER_KERNEL_TYPES, BIT_MACRO, ARRAY_SIZE: no kernel headers),
-# ENOSYS (what a kernel without a syscall answers, which a test must tell).
+# ENOSYS (what a kernel without a syscall answers, which a test must tell),
+# macros that end a test as the harness's SKIP() and ASSERT_*() do
+# (MACRO_WITH_FLOW_CONTROL; MACRO_ARG_REUSE: the reason a probe just set).
 SELFTEST_IGNORE = SPDX_LICENSE_TAG,BIT_MACRO,PREFER_KERNEL_TYPES,COMPLEX_MACRO,$\
-	SPACING,ARRAY_SIZE,PARENTHESIS_ALIGNMENT,ENOSYS
+	SPACING,ARRAY_SIZE,PARENTHESIS_ALIGNMENT,ENOSYS,MACRO_WITH_FLOW_CONTROL,$\
+	MACRO_ARG_REUSE
 
 all: check
 

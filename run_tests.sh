@@ -499,5 +499,18 @@ fi
 # --- 6. verdict ------------------------------------------------------------
 echo "logs: $outdir (console.log, ktap.log)"
 echo
-python3 "$RUNNER/verdict.py" --ktap "$ktap" --console "$console" $timed_out
+# The SKIP reasons this run declares (selftests/runner/verdict.py): what
+# the options chose, or the build reported; any other SKIP is a FAIL.
+allow=()
+[ "$crashers" = 1 ] || allow+=(--allow-skip crashers)
+[ -z "$filter" ] || allow+=(--allow-skip filter)
+[ "$failfast" = 0 ] || allow+=(--allow-skip fail-fast)
+[ "$stock" = 0 ] || allow+=(--allow-skip stock-module)
+[[ " $append " != *" numa=off "* ]] || allow+=(--allow-skip one-node)
+[[ $append != *io_uring_disabled* ]] || allow+=(--allow-skip no-io_uring)
+for lib in liburing libnuma; do
+	grep -qs "hmm-folio: built without $lib" "$outdir/tests-build.log" &&
+		allow+=(--allow-skip no-$lib)
+done
+python3 "$RUNNER/verdict.py" --ktap "$ktap" --console "$console" $timed_out "${allow[@]}"
 exit $?

@@ -96,9 +96,8 @@ FIXTURE_SETUP(badarg)
 	const char *why = NULL;
 
 	self->map = MAP_FAILED;
-	if (!hmm_folio_fixture_open(&self->kmsg, &self->fd, HMM_FOLIO_NEED_EXT,
-				    &why))
-		SKIP(return, "%s", why);
+	HMM_FOLIO_REQUIRE(hmm_folio_fixture_open(&self->kmsg, &self->fd,
+						 HMM_FOLIO_NEED_EXT, &why), why);
 	self->map = mmap(NULL, 4 * psize(), PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	ASSERT_NE(self->map, MAP_FAILED);
@@ -161,9 +160,8 @@ FIXTURE_SETUP(held)
 {
 	const char *why = NULL;
 
-	if (!hmm_folio_fixture_open(&self->kmsg, &self->fd,
-				    HMM_FOLIO_NEED_EXT | HMM_FOLIO_NEED_THP, &why))
-		SKIP(return, "%s", why);
+	HMM_FOLIO_REQUIRE(hmm_folio_fixture_open(&self->kmsg, &self->fd,
+						 HMM_FOLIO_NEED_ALL, &why), why);
 }
 
 FIXTURE_TEARDOWN(held)

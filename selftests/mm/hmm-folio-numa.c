@@ -239,9 +239,8 @@ FIXTURE_SETUP(policy)
 	self->kmsg.fd = -1;
 	if (why)
 		SKIP(return, "%s", why);
-	if (!hmm_folio_fixture_open(&self->kmsg, &self->fd,
-				    HMM_FOLIO_NEED_EXT | HMM_FOLIO_NEED_THP, &why))
-		SKIP(return, "%s", why);
+	HMM_FOLIO_REQUIRE(hmm_folio_fixture_open(&self->kmsg, &self->fd,
+						 HMM_FOLIO_NEED_ALL, &why), why);
 	self->size = read_pmd_pagesize();
 	self->npages = self->size / psize();
 	self->mirror = malloc(self->size);
@@ -464,9 +463,8 @@ FIXTURE_SETUP(mpol)
 	self->kmsg.fd = -1;
 	if (why)
 		SKIP(return, "%s", why);
-	if (!hmm_folio_fixture_open(&self->kmsg, &self->fd, HMM_FOLIO_NEED_THP,
-				    &why))
-		SKIP(return, "%s", why);
+	HMM_FOLIO_REQUIRE(hmm_folio_fixture_open(&self->kmsg, &self->fd,
+						 HMM_FOLIO_NEED_THP, &why), why);
 	self->pmd_pages = read_pmd_pagesize() / psize();
 	self->size = 2 * read_pmd_pagesize();
 	self->npages = self->size / psize();

@@ -63,11 +63,11 @@ static int pin_ring_init(struct pin_ring *r, const char **why)
 		*why = "io_uring disabled (sysctl kernel.io_uring_disabled)";
 	else if (ret)
 		*why = "io_uring_queue_init failed";
-	return ret;
+	return ret == -ENOSYS || ret == -EPERM ? HMM_FOLIO_SKIP : ret;
 #else
 	r->up = false;
 	*why = "built without liburing (liburing-dev was missing at build time)";
-	return -EOPNOTSUPP;
+	return HMM_FOLIO_SKIP;
 #endif
 }
 
@@ -155,22 +155,25 @@ static int pin_disk_open(struct pin_disk *d, size_t size, const char **why)
 		.info.lo_flags = LO_FLAGS_AUTOCLEAR,
 	};
 	char path[] = "/tmp/hmm-folio-pin.XXXXXX", dev[32];
-	int ctl, back, n, ret = -1;
+	int ctl, back, n, ret;
 
 	d->fd = -1;
 	d->size = size;
 	ctl = open("/dev/loop-control", O_RDWR);
 	if (ctl < 0) {
+		ret = -errno;
 		*why = "no /dev/loop-control (CONFIG_BLK_DEV_LOOP): no block device for O_DIRECT";
-		return -1;
+		return ret == -ENOENT ? HMM_FOLIO_SKIP : ret;
 	}
 	back = mkstemp(path);
 	if (back < 0) {
+		ret = -errno;
 		*why = "cannot create the loop device's backing file in /tmp";
 		goto out_ctl;
 	}
 	unlink(path);
 	if (ftruncate(back, size)) {
+		ret = -errno;
 		*why = "cannot size the loop device's backing file";
 		goto out_back;
 	}
@@ -178,11 +181,13 @@ static int pin_disk_open(struct pin_disk *d, size_t size, const char **why)
 	snprintf(dev, sizeof(dev), "/dev/loop%d", n);
 	d->fd = n < 0 ? -1 : open(dev, O_RDWR | O_DIRECT);
 	if (d->fd < 0) {
+		ret = -errno;
 		*why = "no free loop device";
 		goto out_back;
 	}
 	cfg.fd = back;
 	if (ioctl(d->fd, LOOP_CONFIGURE, &cfg)) {
+		ret = -errno;
 		*why = "LOOP_CONFIGURE failed";
 		close(d->fd);
 		d->fd = -1;
@@ -264,16 +269,14 @@ FIXTURE_SETUP(fixed)
 	self->file = -1;
 	self->disk.fd = -1;
 	self->ring.up = false;
-	if (!hmm_folio_fixture_open(&self->kmsg, &self->fd, HMM_FOLIO_NEED_THP,
-				    &why))
-		SKIP(return, "%s", why);
-	if (pin_ring_init(&self->ring, &why))
-		SKIP(return, "%s", why);
+	HMM_FOLIO_REQUIRE(hmm_folio_fixture_open(&self->kmsg, &self->fd,
+						 HMM_FOLIO_NEED_THP, &why), why);
+	HMM_FOLIO_REQUIRE(pin_ring_init(&self->ring, &why), why);
 	self->size = read_pmd_pagesize();
 	self->npages = self->size / psize();
 	if (variant->dio) {
-		if (pin_disk_open(&self->disk, self->size, &why))
-			SKIP(return, "%s", why);
+		HMM_FOLIO_REQUIRE(pin_disk_open(&self->disk, self->size,
+						&why), why);
 		self->file = self->disk.fd;
 	} else {
 		self->file = mkstemp(path);
@@ -470,15 +473,13 @@ FIXTURE_SETUP(race)
 	self->disk.fd = -1;
 	self->ring.up = false;
 	self->stop = false;
-	if (!hmm_folio_fixture_open(&self->kmsg, &self->fd, HMM_FOLIO_NEED_THP,
-				    &why))
-		SKIP(return, "%s", why);
-	if (variant->io == RACE_URING && pin_ring_init(&self->ring, &why))
-		SKIP(return, "%s", why);
+	HMM_FOLIO_REQUIRE(hmm_folio_fixture_open(&self->kmsg, &self->fd,
+						 HMM_FOLIO_NEED_THP, &why), why);
+	if (variant->io == RACE_URING)
+		HMM_FOLIO_REQUIRE(pin_ring_init(&self->ring, &why), why);
 	self->size = read_pmd_pagesize();
 	self->npages = self->size / psize();
-	if (pin_disk_open(&self->disk, self->size, &why))
-		SKIP(return, "%s", why);
+	HMM_FOLIO_REQUIRE(pin_disk_open(&self->disk, self->size, &why), why);
 	self->seed = env ? strtoul(env, NULL, 0) : (unsigned int)time(NULL);
 	TH_LOG("seed %u (HMM_FOLIO_SEED=%u repeats it)", self->seed,
 	       self->seed);

@@ -594,7 +594,7 @@ int main(int argc, char **argv)
 	unsigned int old_policy;
 	pid_t pids[MAX_PROCS];
 	const char *why, *e;
-	int c, p, status, bad = 0, splats;
+	int c, p, status, bad = 0, splats, ret;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	seed = (unsigned int)(t0.tv_nsec ^ getpid());
@@ -639,20 +639,22 @@ int main(int argc, char **argv)
 	ksft_set_plan(1);
 	ksft_print_msg("seed %u, %u s, %lu iterations per thread, %d processes x %d threads\n",
 		       seed, duration, iterations, nprocs, nthreads);
-	if (hmm_folio_kmsg_begin(&kmsg, &why))
+	ret = hmm_folio_kmsg_begin(&kmsg, &why);
+	if (!ret)
+		ret = hmm_folio_open_probe(0, &fd, &why);
+	if (!ret)
+		ret = hmm_folio_ext_probe(fd, &why);
+	if (!ret)
+		ret = hmm_folio_thp_setup(&why);
+	if (ret == HMM_FOLIO_SKIP)
 		ksft_exit_skip("%s\n", why);
-	fd = hmm_folio_open(0, &why);
-	if (fd < 0)
-		ksft_exit_skip("%s\n", why);
-	if (!hmm_folio_ext_check(fd, &why))
-		ksft_exit_skip("%s\n", why);
+	if (ret)
+		ksft_exit_fail_msg("%s: %s\n", why, strerror(-ret));
 	/* Freed device memory is handed out again at any order. */
 	if (hmm_folio_set_policy(fd, HMM_DMIRROR_POLICY_LOWEST, &old_policy))
 		ksft_exit_fail_msg("cannot set the LOWEST policy\n");
 	if (hmm_folio_stats(fd, &st0))
 		ksft_exit_fail_msg("HMM_DMIRROR_ALLOC_STATS failed\n");
-	if (!hmm_folio_thp_setup(&why))
-		ksft_exit_skip("%s\n", why);
 	size = read_pmd_pagesize();
 	npages = size / psize();
 

@@ -68,9 +68,8 @@ FIXTURE_SETUP(thp)
 	const char *why = NULL;
 
 	self->mirror = NULL;
-	if (!hmm_folio_fixture_open(&self->kmsg, &self->fd, HMM_FOLIO_NEED_THP,
-				    &why))
-		SKIP(return, "%s", why);
+	HMM_FOLIO_REQUIRE(hmm_folio_fixture_open(&self->kmsg, &self->fd,
+						 HMM_FOLIO_NEED_THP, &why), why);
 	self->size = read_pmd_pagesize();
 	self->npages = self->size / psize();
 	self->mirror = malloc(self->size);
@@ -260,9 +259,8 @@ FIXTURE_SETUP(split)
 
 	self->mirror = NULL;
 	self->pagemap = -1;
-	if (!hmm_folio_fixture_open(&self->kmsg, &self->fd, HMM_FOLIO_NEED_THP,
-				    &why))
-		SKIP(return, "%s", why);
+	HMM_FOLIO_REQUIRE(hmm_folio_fixture_open(&self->kmsg, &self->fd,
+						 HMM_FOLIO_NEED_THP, &why), why);
 	if (!softdirty_supported())
 		SKIP(return, "no soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY)");
 	self->pagemap = open("/proc/self/pagemap", O_RDONLY);
@@ -411,9 +409,8 @@ FIXTURE_SETUP(crashers)
 	if (!e || strcmp(e, "1"))
 		SKIP(return,
 		     "known kernel bug that crashes DEBUG_VM kernels (see the source); HMM_FOLIO_CRASHERS=1 runs it");
-	if (!hmm_folio_fixture_open(&self->kmsg, &self->fd, HMM_FOLIO_NEED_THP,
-				    &why))
-		SKIP(return, "%s", why);
+	HMM_FOLIO_REQUIRE(hmm_folio_fixture_open(&self->kmsg, &self->fd,
+						 HMM_FOLIO_NEED_THP, &why), why);
 }
 
 FIXTURE_TEARDOWN(crashers)

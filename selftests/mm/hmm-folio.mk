@@ -13,12 +13,12 @@ HMM_FOLIO_PROGS := $(addprefix $(OUTPUT)/,hmm-folio-thp hmm-folio-reuse \
 TEST_GEN_FILES += $(HMM_FOLIO_PROGS)
 TEST_PROGS += ksft_hmm_folio.sh
 TEST_FILES += test_hmm_folio.sh
-LOCAL_HDRS += hmm_folio_util.h
+LOCAL_HDRS += hmm_folio_util.h hmm_folio_splats.h
 
 all: $(HMM_FOLIO_PROGS)
 
 $(HMM_FOLIO_PROGS): hmm_folio_util.c vm_util.c hugepage_settings.c \
-	hmm_folio_util.h
+	hmm_folio_util.h hmm_folio_splats.h
 
 # liburing as the tree's check_config.sh found it (local_config.mk); without
 # it hmm-folio-pin builds and skips its tests saying so. libnuma the mm

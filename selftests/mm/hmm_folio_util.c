@@ -35,6 +35,18 @@ int hmm_folio_open(int unit, const char **why)
 	return fd;
 }
 
+int hmm_folio_open_probe(int unit, int *fd, const char **why)
+{
+	*fd = hmm_folio_open(unit, why);
+	if (*fd >= 0)
+		return 0;
+	switch (*fd) {
+	case -ENOENT: case -ENODEV: case -ENXIO: case -EACCES: case -EPERM:
+		return HMM_FOLIO_SKIP;
+	}
+	return *fd;
+}
+
 int hmm_folio_cmd(int fd, unsigned long request, void *addr, void *mirror,
 		  unsigned long npages, struct hmm_dmirror_cmd *out)
 {
@@ -62,18 +74,27 @@ static int hmm_folio_ioctl(int fd, unsigned long request, void *arg)
 	return 0;
 }
 
-bool hmm_folio_ext_check(int fd, const char **why)
+/*
+ * A command no test_hmm knows: patch 0001's dispatch answers ENOTTY before
+ * it reads the argument, a stock one parses it first and says EINVAL.
+ */
+#define HMM_FOLIO_UNKNOWN_CMD	_IOWR('H', 0x7f, struct hmm_dmirror_cmd)
+
+int hmm_folio_ext_probe(int fd, const char **why)
 {
 	struct hmm_dmirror_alloc_stats st;
 	int ret = hmm_folio_stats(fd, &st);
 
 	if (!ret)
-		return true;
-	if (ret == -ENOTTY || ret == -EINVAL)
-		*why = "test_hmm lacks the hmm-folio extension (lib/test_hmm patches not applied)";
-	else
-		*why = "HMM_DMIRROR_ALLOC_STATS failed";
-	return false;
+		return 0;
+	*why = "test_hmm lacks the hmm-folio extension (lib/test_hmm patches not applied)";
+	if (ret == -ENOTTY)
+		return HMM_FOLIO_SKIP;
+	if (ret == -EINVAL &&
+	    hmm_folio_cmd(fd, HMM_FOLIO_UNKNOWN_CMD, NULL, NULL, 0, NULL) == -EINVAL)
+		return HMM_FOLIO_SKIP;
+	*why = "HMM_DMIRROR_ALLOC_STATS failed on a test_hmm with the extension's dispatch";
+	return ret;
 }
 
 int hmm_folio_set_policy(int fd, unsigned int policy, unsigned int *old)
@@ -297,6 +318,17 @@ unsigned long hmm_folio_check(const void *buf, size_t size, uintptr_t addr,
 	return bad;
 }
 
+bool hmm_folio_page_is(const void *page, uintptr_t addr, unsigned int gen)
+{
+	const uint64_t *w = page;
+	size_t i;
+
+	for (i = 0; i < psize() / sizeof(*w); i++)
+		if (w[i] != hmm_folio_tag(addr + i * sizeof(*w), gen))
+			return false;
+	return true;
+}
+
 unsigned long hmm_folio_nonzero_pages(const void *p, size_t size)
 {
 	const uint64_t *w = p;
@@ -449,26 +481,26 @@ static void __attribute__((constructor)) hmm_folio_save_thp(void)
 	signal(SIGHUP, hmm_folio_restore_thp_signal);
 }
 
-bool hmm_folio_thp_setup(const char **why)
+int hmm_folio_thp_setup(const char **why)
 {
 	struct thp_settings s;
 	unsigned long pmd_order;
 
 	if (!thp_available()) {
 		*why = "THP not available (CONFIG_TRANSPARENT_HUGEPAGE)";
-		return false;
+		return HMM_FOLIO_SKIP;
 	}
 	if (!read_pmd_pagesize()) {
 		*why = "cannot read the PMD size of THP";
-		return false;
+		return -EIO;
 	}
 	if (geteuid() != 0) {
 		*why = "changing THP settings needs root";
-		return false;
+		return HMM_FOLIO_SKIP;
 	}
 	if (!thp_dirty) {
 		*why = "THP settings could not be saved";
-		return false;
+		return -ENOMEM;
 	}
 	pmd_order = sz2ord(read_pmd_pagesize(), psize());
 	thp_read_settings(&s);
@@ -478,35 +510,14 @@ bool hmm_folio_thp_setup(const char **why)
 		s.hugepages[pmd_order].enabled = THP_INHERIT;
 	*thp_dirty = true;
 	thp_write_settings(&s);
-	return true;
+	return 0;
 }
 
-/*
- * What a kernel says when something went wrong. Keep in sync with
- * SPLAT_PATTERNS in selftests/runner/verdict.py (make check compares them).
- */
+/* What a kernel says when something went wrong (hmm_folio_splats.h). */
 static const char * const splat_patterns[] = {
-	"BUG:",
-	"WARNING:",
-	"kernel BUG at",
-	"Bad page state",
-	"Bad page map",
-	"Oops",
-	"page dumped because",
-	"VM_BUG_ON",
-	"list_add corruption",
-	"list_del corruption",
-	"refcount_t:",
-	"general protection fault",
-	"Kernel panic",
-	"Call Trace:",
-	"blocked for more than",
-	"rcu_sched self-detected stall",
-	/* test_hmm with the lib/test_hmm patches: allocator misuse, leaks */
-	"freeing free device memory",
-	"still allocated after memunmap_pages",
-	"dirty device folio freed",
-	"Out of memory:",
+#define HMM_FOLIO_SPLAT(pattern) pattern,
+#include "hmm_folio_splats.h"
+#undef HMM_FOLIO_SPLAT
 };
 
 const char *hmm_folio_splat(const char *line)
@@ -537,19 +548,26 @@ static unsigned long read_taint(void)
 
 int hmm_folio_kmsg_begin(struct hmm_folio_kmsg *k, const char **why)
 {
+	int ret;
+
 	k->taint = 0;
 	k->fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
 	if (k->fd < 0) {
-		*why = errno == EACCES || errno == EPERM ?
-			"cannot read /dev/kmsg: not root" :
-			"cannot open /dev/kmsg (CONFIG_PRINTK)";
-		return -1;
+		ret = -errno;
+		if (ret == -EACCES || ret == -EPERM) {
+			*why = "cannot read /dev/kmsg: not root";
+			return HMM_FOLIO_SKIP;
+		}
+		*why = ret == -ENOENT ? "no /dev/kmsg (CONFIG_PRINTK)" :
+			"cannot open /dev/kmsg";
+		return ret == -ENOENT ? HMM_FOLIO_SKIP : ret;
 	}
 	if (lseek(k->fd, 0, SEEK_END) < 0) {
+		ret = -errno;
 		close(k->fd);
 		k->fd = -1;
 		*why = "cannot seek /dev/kmsg";
-		return -1;
+		return ret;
 	}
 	k->taint = read_taint();
 	return 0;
@@ -599,23 +617,25 @@ void hmm_folio_kmsg_end(struct hmm_folio_kmsg *k)
  * test_hmm gained HMM_DMIRROR_FLAGS (its one flag fails a THP allocation)
  * with the kernel's support for device-private large folios: a test_hmm
  * without it runs on a kernel that migrates a THP to device memory as
- * order-0 pages only. The flags belong to the open file: a file of its own.
+ * order-0 pages only (a SKIP; 7.2's dispatch answers an unknown command
+ * with EINVAL). The flags belong to the open file: a file of its own.
  */
-static bool hmm_folio_dev_thp_check(const char **why)
+static int hmm_folio_dev_thp_probe(const char **why)
 {
-	int fd = hmm_folio_open(0, why);
-	int ret;
+	int fd, ret = hmm_folio_open_probe(0, &fd, why);
 
-	if (fd < 0)
-		return false;
+	if (ret)
+		return ret;
 	ret = hmm_folio_cmd(fd, HMM_DMIRROR_FLAGS, (void *)(uintptr_t)psize(),
 			    NULL, HMM_DMIRROR_FLAG_FAIL_ALLOC, NULL);
 	close(fd);
 	if (ret == -ENOTTY || ret == -EINVAL) {
 		*why = "kernel without device-private large folios (no HMM_DMIRROR_FLAGS)";
-		return false;
+		return HMM_FOLIO_SKIP;
 	}
-	return true;
+	if (ret)
+		*why = "HMM_DMIRROR_FLAGS failed";
+	return ret;
 }
 
 /* Device folios test_hmm saw freed dirty (ALLOC_STATS), or -1. */
@@ -626,23 +646,25 @@ static long long dirty_frees(int fd)
 	return hmm_folio_stats(fd, &st) ? -1 : (long long)st.dirty_frees;
 }
 
-bool hmm_folio_fixture_open(struct hmm_folio_kmsg *k, int *fd,
-			    unsigned int needs, const char **why)
+int hmm_folio_fixture_open(struct hmm_folio_kmsg *k, int *fd,
+			   unsigned int needs, const char **why)
 {
+	int ret;
+
 	*fd = -1;
 	k->dirty_frees = -1;
-	if (hmm_folio_kmsg_begin(k, why))
-		return false;
-	*fd = hmm_folio_open(0, why);
-	if (*fd < 0)
-		return false;
-	if ((needs & HMM_FOLIO_NEED_EXT) && !hmm_folio_ext_check(*fd, why))
-		return false;
-	if ((needs & HMM_FOLIO_NEED_THP) &&
-	    (!hmm_folio_thp_setup(why) || !hmm_folio_dev_thp_check(why)))
-		return false;
-	k->dirty_frees = dirty_frees(*fd);
-	return true;
+	ret = hmm_folio_kmsg_begin(k, why);
+	if (!ret)
+		ret = hmm_folio_open_probe(0, fd, why);
+	if (!ret && (needs & HMM_FOLIO_NEED_EXT))
+		ret = hmm_folio_ext_probe(*fd, why);
+	if (!ret && (needs & HMM_FOLIO_NEED_THP))
+		ret = hmm_folio_thp_setup(why);
+	if (!ret && (needs & HMM_FOLIO_NEED_THP))
+		ret = hmm_folio_dev_thp_probe(why);
+	if (!ret)
+		k->dirty_frees = dirty_frees(*fd);
+	return ret;
 }
 
 int hmm_folio_fixture_close(struct hmm_folio_kmsg *k, int *fd)

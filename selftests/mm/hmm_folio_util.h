@@ -27,21 +27,43 @@
 				   HMM_DMIRROR_PROT_READ)
 
 /*
- * Open /dev/hmm_dmirror<unit>. Returns the fd, or -errno with @why set to a
- * reason fit for a SKIP (device missing, not root).
+ * Setup probes return 0 when ready, HMM_FOLIO_SKIP when this machine lacks
+ * what a test needs (@why then names that environment reason: a SKIP, which
+ * the runner's verdict accepts only if the run declared it), or -errno when
+ * something that must work failed (@why names it: a FAIL).
+ */
+#define HMM_FOLIO_SKIP	1
+
+/* In a FIXTURE_SETUP or TEST: SKIP or fail on what a probe returned. */
+#define HMM_FOLIO_REQUIRE(probe, why) do {				\
+	int __ret = (probe);						\
+									\
+	if (__ret == HMM_FOLIO_SKIP)					\
+		SKIP(return, "%s", why);				\
+	ASSERT_EQ(__ret, 0)						\
+		TH_LOG("%s: %s", why, strerror(-__ret));		\
+} while (0)
+
+/*
+ * Open /dev/hmm_dmirror<unit>. Returns the fd, or -errno with @why set to
+ * what went wrong.
  */
 int hmm_folio_open(int unit, const char **why);
+/* The same as a probe: no device or not root is a SKIP, else a FAIL. */
+int hmm_folio_open_probe(int unit, int *fd, const char **why);
 
 /* One ioctl on the mirror, restarted on EINTR. Returns 0 or -errno. */
 int hmm_folio_cmd(int fd, unsigned long request, void *addr, void *mirror,
 		  unsigned long npages, struct hmm_dmirror_cmd *out);
 
 /*
- * The hmm-folio extension of test_hmm (lib/test_hmm patches). A stock
- * test_hmm answers its ioctls with ENOTTY (or EINVAL before 7.2's fix):
- * hmm_folio_ext_check() then fails with @why fit for a SKIP.
+ * The hmm-folio extension of test_hmm (lib/test_hmm patches), as a probe: a
+ * stock test_hmm answers ALLOC_STATS with ENOTTY, or with EINVAL when its
+ * dispatch predates patch 0001 (7.2, 7.3: it answers every unknown command
+ * so); that is a SKIP. Any other error, or EINVAL from a module that has
+ * patch 0001, is a FAIL.
  */
-bool hmm_folio_ext_check(int fd, const char **why);
+int hmm_folio_ext_probe(int fd, const char **why);
 int hmm_folio_set_policy(int fd, unsigned int policy, unsigned int *old);
 int hmm_folio_stats(int fd, struct hmm_dmirror_alloc_stats *st);
 /* Device page offset and folio order of each page of [addr, +npages). */
@@ -116,15 +138,15 @@ char *hmm_folio_thp_on_device(int fd, size_t size, unsigned int gen);
 /*
  * Make MADV_HUGEPAGE regions get PMD-sized THPs. The settings in force at
  * program start are saved by the first call in the harness process and
- * restored at its exit, whatever the tests did. Returns false (with @why)
- * when THP is not available.
+ * restored at its exit, whatever the tests did. A probe: no THP in this
+ * kernel or not root is a SKIP.
  */
-bool hmm_folio_thp_setup(const char **why);
+int hmm_folio_thp_setup(const char **why);
 
 /*
- * Kernel log watch: hmm_folio_kmsg_begin() remembers the end of the kernel
- * log and the taint mask; hmm_folio_kmsg_check() reads what the kernel logged
- * since, prints every line that looks like a splat and returns how many
+ * Kernel log watch: hmm_folio_kmsg_begin() (a probe) remembers the end of
+ * the kernel log and the taint mask; hmm_folio_kmsg_check() reads what the
+ * kernel logged since, prints every line that looks like a splat and returns how many
  * there were (a new taint counts as one).
  */
 struct hmm_folio_kmsg {
@@ -139,16 +161,17 @@ void hmm_folio_kmsg_end(struct hmm_folio_kmsg *k);
 
 /*
  * What every fixture opens: the kernel log watch, /dev/hmm_dmirror0 and,
- * per @needs, the hmm-folio extension and PMD-sized THP. Returns false with
- * @why fit for a SKIP. hmm_folio_fixture_close() closes them and returns the
+ * per @needs, the hmm-folio extension and PMD-sized THP. A probe (0,
+ * HMM_FOLIO_SKIP or -errno, with @why). hmm_folio_fixture_close() closes them and returns the
  * number of splats the kernel logged in between; device folios that test_hmm
  * saw freed dirty (ALLOC_STATS dirty_frees, when the extension is loaded)
  * count as one more.
  */
 #define HMM_FOLIO_NEED_EXT	(1U << 0)
 #define HMM_FOLIO_NEED_THP	(1U << 1)
-bool hmm_folio_fixture_open(struct hmm_folio_kmsg *k, int *fd,
-			    unsigned int needs, const char **why);
+#define HMM_FOLIO_NEED_ALL	(HMM_FOLIO_NEED_EXT | HMM_FOLIO_NEED_THP)
+int hmm_folio_fixture_open(struct hmm_folio_kmsg *k, int *fd,
+			   unsigned int needs, const char **why);
 int hmm_folio_fixture_close(struct hmm_folio_kmsg *k, int *fd);
 
 /*
@@ -164,6 +187,24 @@ int hmm_folio_fixture_close(struct hmm_folio_kmsg *k, int *fd);
 		abort();						\
 	}								\
 } while (0)
+
+/*
+ * A known kernel bug (selftests/fixes/known-bugs), seen by its exact
+ * symptom: the test reports XFAIL "known bug <id>: <what it saw>" and ends.
+ * Any other failure of the test stays a FAIL; when it passes, the kernel
+ * has the fix (the verdict says so). A splat still fails it in teardown.
+ */
+#define HMM_FOLIO_XFAIL_KNOWN(id, fmt, ...) do {			\
+	snprintf(_metadata->results->reason,				\
+		 sizeof(_metadata->results->reason),			\
+		 "known bug %s: " fmt, id, ##__VA_ARGS__);		\
+	_metadata->exit_code = KSFT_XFAIL;				\
+	_metadata->trigger = 0;						\
+	return;								\
+} while (0)
+
+/* Whether the page at @page holds the tags of user address @addr, @gen. */
+bool hmm_folio_page_is(const void *page, uintptr_t addr, unsigned int gen);
 
 /* Returns the splat pattern @line matches, or NULL. */
 const char *hmm_folio_splat(const char *line);

@@ -28,7 +28,7 @@ STATE=$MM/.hmm-folio.patch
 series=		# the lib/test_hmm series for the tree (check_tree)
 PROGS="hmm-folio-thp hmm-folio-reuse hmm-folio-ioctl hmm-folio-pin hmm-folio-numa
 	hmm-folio-twodev hmm-folio-stress hmm-folio-teardown"
-OURS="$(printf '%s.c ' $PROGS)hmm_folio_util.c hmm_folio_util.h hmm-folio.mk
+OURS="$(printf '%s.c ' $PROGS)hmm_folio_util.c hmm_folio_util.h hmm_folio_splats.h hmm-folio.mk
 	test_hmm_folio.sh ksft_hmm_folio.sh"
 
 # Scratch dirs, removed when the script exits.

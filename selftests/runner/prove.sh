@@ -45,13 +45,31 @@ verdict() {
 		$((SECONDS - start)) "${failed:--}")")
 }
 
+# A fix ("Fixes-known-bugs: ID ..." in its header) must have the verdict
+# report each of those known bugs fixed: its tests passed (crashers.* too,
+# which run with --crashers).
+fixed_check() {
+	local name=$1 id
+	shift
+	for id in "$@"; do
+		grep -q "^known bug $id (.*) is fixed in this kernel" "$out/$name.log" && continue
+		bad=$((bad + 1))
+		echo "    $name: the verdict does not report known bug $id fixed"
+		summary[-1]="${summary[-1]}; known bug $id NOT reported fixed"
+	done
+}
+
 verdict unmodified PASS
 for m in "${muts[@]}"; do
 	expect=$(sed -n 's/^Expect: *\([A-Z]*\).*/\1/p' "$m" | head -n 1)
+	fixes=$(sed -n 's/^Fixes-known-bugs: *//p' "$m" | head -n 1)
 	# A kernel that must fail may stop at its first failing program.
-	ff=
-	[ "${expect:-FAIL}" != FAIL ] || ff=--fail-fast
-	verdict "$(basename "$m" .patch)" "${expect:-FAIL}" --mutation "$m" $ff
+	extra=
+	[ "${expect:-FAIL}" != FAIL ] || extra=--fail-fast
+	[ -z "$fixes" ] || extra=--crashers
+	verdict "$(basename "$m" .patch)" "${expect:-FAIL}" --mutation "$m" $extra
+	# shellcheck disable=SC2086 # a list of ids
+	[ -z "$fixes" ] || fixed_check "$(basename "$m" .patch)" $fixes
 done
 
 echo

@@ -10,6 +10,8 @@ nothing alarming, 1 otherwise.
 """
 
 import argparse
+import fnmatch
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -18,31 +20,28 @@ EXIT_PASS = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
 
-# What a kernel says when something went wrong. Keep in sync with
-# splat_patterns[] in selftests/mm/hmm_folio_util.c (make check compares).
-SPLAT_PATTERNS = [
-    "BUG:",
-    "WARNING:",
-    "kernel BUG at",
-    "Bad page state",
-    "Bad page map",
-    "Oops",
-    "page dumped because",
-    "VM_BUG_ON",
-    "list_add corruption",
-    "list_del corruption",
-    "refcount_t:",
-    "general protection fault",
-    "Kernel panic",
-    "Call Trace:",
-    "blocked for more than",
-    "rcu_sched self-detected stall",
-    # test_hmm with the lib/test_hmm patches: allocator misuse, leaks
-    "freeing free device memory",
-    "still allocated after memunmap_pages",
-    "dirty device folio freed",
-    "Out of memory:",
-]
+# What a kernel says when something went wrong: the one list the tests'
+# kernel log check also uses, HMM_FOLIO_SPLAT("...") lines of a C header.
+SPLATS_H = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        "..", "mm", "hmm_folio_splats.h")
+
+
+def read_splat_patterns(path=SPLATS_H):
+    """The patterns of hmm_folio_splats.h; a line it cannot read is an
+    error, not a pattern lost."""
+    pats = []
+    with open(path) as f:
+        for no, line in enumerate(f, 1):
+            if not line.startswith("HMM_FOLIO_SPLAT"):
+                continue
+            m = re.match(r'^HMM_FOLIO_SPLAT\("([^"\\]+)"\)$', line.rstrip("\n"))
+            if not m:
+                raise ValueError(f"{path}:{no}: not HMM_FOLIO_SPLAT(\"text\")")
+            pats.append(m.group(1))
+    return pats
+
+
+SPLAT_PATTERNS = read_splat_patterns()
 
 GUEST_DONE = "# hmmfolio: guest done"
 RESULT_RE = re.compile(r"^(not ok|ok) (\d+) ?-? ?([^#]*?)\s*(?:#\s*(.*))?$")
@@ -70,6 +69,7 @@ class Program:
 @dataclass
 class Run:
     programs: list = field(default_factory=list)
+    plan: int = -1
     bail_out: str = ""
     done: bool = False
     last_line: str = ""
@@ -92,6 +92,10 @@ def parse_ktap(text):
             continue
         if line.startswith("# selftest: "):
             pending.result.name = "selftests: " + line[len("# selftest: "):]
+            continue
+        m = re.match(r"^1\.\.(\d+)", line)
+        if m and run.plan < 0:
+            run.plan = int(m.group(1))
             continue
         if line.startswith("# "):
             inner = line[2:]
@@ -159,109 +163,290 @@ def nested_totals(prog):
     return tuple(sums) if found else None
 
 
-def judge(ktap, console, timed_out=False, out=sys.stdout):
-    """Print the summary of a run; return (exit status, passed, failed, skipped)."""
-    run = parse_ktap(ktap)
-    passed = failed = skipped = 0
-    problems = []
-    no_match = 0
+KNOWN_BUGS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                               "..", "fixes", "known-bugs")
 
-    for prog in run.programs:
+
+@dataclass
+class KnownBug:
+    id: str
+    tests: list
+    where: str
+
+
+def read_known_bugs(path=KNOWN_BUGS_FILE):
+    """selftests/fixes/known-bugs: "id tests where" lines."""
+    bugs = {}
+    with open(path) as f:
+        for no, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.split(None, 2)
+            if len(parts) < 3:
+                raise ValueError(f"{path}:{no}: not 'id tests where'")
+            bugs[parts[0]] = KnownBug(parts[0], parts[1].split(","), parts[2])
+    return bugs
+
+
+KNOWN_BUGS = read_known_bugs()
+KNOWN_BUG_RE = re.compile(r"^XFAIL\s+known bug (\S+): (.+)$")
+
+# The SKIP reasons a run may give. Each is accepted only when the run
+# declares its id (run_tests.sh does, from its own options and its build);
+# any other SKIP of a test is a FAIL that names the test and its reason.
+SKIP_REASONS = {
+    "crashers": ("known kernel bug that crashes DEBUG_VM kernels",),
+    "filter": ("no test matches ",),
+    "fail-fast": ("fail-fast: an earlier program failed",),
+    "one-node": ("NUMA not available", "only one NUMA node"),
+    "no-io_uring": ("io_uring disabled", "io_uring not in this kernel"),
+    "no-liburing": ("built without liburing",),
+    "no-libnuma": ("built without libnuma",),
+    "stock-module": ("test_hmm lacks the hmm-folio extension",),
+}
+
+
+def skip_reason_id(reason):
+    for rid, prefixes in SKIP_REASONS.items():
+        if reason.startswith(prefixes):
+            return rid
+    return None
+
+
+def known_bug_of(name, bugs):
+    for bug in bugs.values():
+        if any(fnmatch.fnmatchcase(name, g) for g in bug.tests):
+            return bug
+    return None
+
+
+def nested_results(lines):
+    """The results of every level below @lines."""
+    deeper = [line[2:] for line in lines if line.startswith("# ")]
+    for line in deeper:
+        m = RESULT_RE.match(line)
+        if m:
+            yield Result(m.group(1) == "ok", m.group(3), m.group(4) or "")
+    if deeper:
+        yield from nested_results(deeper)
+
+
+def block_plan_problems(lines, where):
+    """Plans of the KTAP documents in @lines ("TAP version" starts one)
+    against their results, and so on for every level nested below."""
+    problems, deeper, blocks = [], [], []
+    for line in lines:
+        if line.startswith("# "):
+            deeper.append(line[2:])
+        elif line.startswith("TAP version"):
+            blocks.append([-1, 0])
+        elif blocks and re.match(r"^1\.\.(\d+)", line):
+            if blocks[-1][0] < 0:
+                blocks[-1][0] = int(re.match(r"^1\.\.(\d+)", line).group(1))
+        elif blocks and RESULT_RE.match(line):
+            blocks[-1][1] += 1
+    for plan, got in blocks:
+        if plan >= 0 and plan != got:
+            problems.append(f"{where}: a nested plan of {plan} test(s) "
+                            f"has {got} result(s)")
+    if deeper:
+        problems += block_plan_problems(deeper, where)
+    return problems
+
+
+class Verdict:
+    """Counts, problems and reports of one run, filled in by judge()."""
+
+    def __init__(self, out, allow_skips, bugs):
+        self.out = out
+        self.allow = set(allow_skips)
+        self.bugs = bugs
+        self.passed = self.failed = self.skipped = 0
+        self.problems = []
+        self.skips = {}         # reason -> count
+        self.present = {}       # known bug id -> [(test, symptom)]
+        self.fixed = {}         # known bug id -> [test]
+        self.no_match = 0
+
+    def say(self, text):
+        print(text, file=self.out)
+
+    def fail(self, line, problem=None):
+        self.failed += 1
+        if line:
+            self.say(line)
+        if problem:
+            self.problems.append(problem)
+
+    def skip(self, name, reason):
+        rid = skip_reason_id(reason)
+        if rid is None or rid not in self.allow:
+            why = "no reason given" if not reason else (
+                f"'{reason}' is no environment reason this run declared")
+            self.fail(f"FAIL  {name}: skipped, {why}")
+            return
+        self.skipped += 1
+        self.skips[reason] = self.skips.get(reason, 0) + 1
+        self.say(f"SKIP  {name}: {reason}")
+
+    def known_bug_result(self, t):
+        """An XFAIL or XPASS: true if it is a known bug's exact symptom,
+        else counted as a FAIL."""
+        bug = known_bug_of(t.name, self.bugs)
+        m = KNOWN_BUG_RE.match(t.directive)
+        if not m:
+            self.fail(f"FAIL  {t.name}: {t.directive.split()[0].upper()} that "
+                      f"names no known bug's symptom (HMM_FOLIO_XFAIL_KNOWN)")
+            return False
+        if bug is None or bug.id != m.group(1):
+            self.fail(f"FAIL  {t.name}: '{t.directive}' is no known bug of "
+                      f"this test (selftests/fixes/known-bugs)")
+            return False
+        self.present.setdefault(bug.id, []).append((t.name, m.group(2)))
+        self.say(f"KNOWN {t.name}: known bug {bug.id}: {m.group(2)}")
+        return True
+
+    def subtest(self, t):
+        bug = known_bug_of(t.name, self.bugs)
+        if t.directive.upper().startswith(("XFAIL", "XPASS")):
+            self.passed += self.known_bug_result(t)
+        elif t.skipped:
+            self.skip(t.name, t.directive[4:].strip())
+        elif t.ok:
+            self.passed += 1
+            if bug:
+                self.fixed.setdefault(bug.id, []).append(t.name)
+            self.say(f"PASS  {t.name}")
+        else:
+            self.fail(f"FAIL  {t.name}")
+
+    def wrapper(self, prog, nested):
+        """A wrapper (run_vmtests.sh) around test programs: count their
+        tests, check their plans, and fail a failed wrapper entry that none
+        of them explains."""
+        name = prog.result.name
+        p_, f_, s_ = nested
+        self.passed += p_
+        self.failed += f_
+        self.skipped += s_
+        self.say(f"      {name}: {p_} passed, {f_} failed, {s_} skipped "
+                 f"in its test programs")
+        for t in prog.subtests:
+            self.say(f"{'PASS' if t.ok else 'FAIL':5} {t.name}")
+            if not t.ok and not f_:
+                self.failed += 1
+        for problem in block_plan_problems(prog.log, name):
+            self.fail(None, problem)
+        for t in nested_results(prog.log):
+            if t.directive.upper().startswith(("XFAIL", "XPASS")):
+                self.known_bug_result(t)
+        if not prog.result.ok and not f_ and all(t.ok for t in prog.subtests):
+            self.fail(None, f"{name}: failed ({prog.result.directive})")
+
+    def program(self, prog):
         name = prog.result.name
         nested = nested_totals(prog)
         if nested:
-            # A wrapper (run_vmtests.sh) around test programs: count their
-            # tests, and a failed wrapper entry that none of them explains.
-            p_, f_, s_ = nested
-            passed, failed, skipped = passed + p_, failed + f_, skipped + s_
-            print(f"      {name}: {p_} passed, {f_} failed, {s_} skipped "
-                  f"in its test programs", file=out)
-            for t in prog.subtests:
-                print(f"{'PASS' if t.ok else 'FAIL':5} {t.name}", file=out)
-                if not t.ok and not f_:
-                    failed += 1
-            if not prog.result.ok and not f_ and all(t.ok for t in prog.subtests):
-                failed += 1
-                problems.append(f"{name}: failed ({prog.result.directive})")
-            continue
+            self.wrapper(prog, nested)
+            return
         for t in prog.subtests:
-            if t.ok and t.directive.upper().startswith(("XFAIL", "XPASS")):
-                # Expected failures (known kernel bugs) pass; an XPASS says
-                # the bug is gone and its XFAIL_ADD can go.
-                passed += 1
-                print(f"{t.directive.split()[0].upper():5} {t.name}", file=out)
-            elif t.skipped:
-                skipped += 1
-                print(f"SKIP  {t.name}: {t.directive[4:].strip()}", file=out)
-            elif t.ok:
-                passed += 1
-                print(f"PASS  {t.name}", file=out)
-            else:
-                failed += 1
-                print(f"FAIL  {t.name}", file=out)
-        missing = prog.plan - len(prog.subtests) if prog.plan >= 0 else 0
-        if missing > 0:
-            failed += missing
-            problems.append(f"{name}: {missing} of {prog.plan} tests never "
-                            f"reported ({prog.result.directive or 'died'})")
+            self.subtest(t)
+        got = len(prog.subtests)
+        if prog.plan >= 0 and got > prog.plan:
+            self.fail(None, f"{name}: {got} results for a plan of {prog.plan}")
+        if prog.plan > got:
+            self.failed += prog.plan - got
+            self.problems.append(f"{name}: {prog.plan - got} of {prog.plan} "
+                                 f"tests never reported "
+                                 f"({prog.result.directive or 'died'})")
         elif not prog.subtests:
             if prog.result.skipped:
-                skipped += 1
-                if "no test matches" in prog.result.directive:
-                    no_match += 1
-                print(f"SKIP  {name}: {prog.result.directive[4:].strip()}",
-                      file=out)
+                reason = prog.result.directive[4:].strip()
+                self.no_match += reason.startswith("no test matches ")
+                self.skip(name, reason)
             elif prog.result.ok:
-                passed += 1
-                print(f"PASS  {name}", file=out)
+                self.passed += 1
+                self.say(f"PASS  {name}")
             else:
-                failed += 1
-                problems.append(f"{name}: failed without reporting a test "
-                                f"({prog.result.directive})")
+                self.fail(None, f"{name}: failed without reporting a test "
+                          f"({prog.result.directive})")
         elif not prog.result.ok and not any(not t.ok for t in prog.subtests):
-            failed += 1
-            problems.append(f"{name}: program failed after its tests "
-                            f"({prog.result.directive})")
+            self.fail(None, f"{name}: program failed after its tests "
+                      f"({prog.result.directive})")
 
+    def summary(self):
+        for reason, n in sorted(self.skips.items()):
+            self.say(f"skipped ({n}): {reason}")
+        for bid, tests in sorted(self.present.items()):
+            self.say(f"known bug {bid} ({self.bugs[bid].where}) is in this "
+                     f"kernel: {tests[0][0]}: {tests[0][1]}")
+        for bid, tests in sorted(self.fixed.items()):
+            if bid not in self.present:
+                self.say(f"known bug {bid} ({self.bugs[bid].where}) is fixed "
+                         f"in this kernel: {', '.join(tests)} passed")
+
+
+def judge(ktap, console, timed_out=False, out=sys.stdout, allow_skips=(),
+          bugs=None):
+    """Print the summary of a run; return (exit status, passed, failed, skipped)."""
+    run = parse_ktap(ktap)
+    v = Verdict(out, allow_skips, KNOWN_BUGS if bugs is None else bugs)
+    for prog in run.programs:
+        v.program(prog)
+
+    if run.plan < 0 and run.programs:
+        v.fail(None, "the guest printed no plan of its test programs")
+    elif run.plan >= 0 and len(run.programs) != run.plan:
+        v.fail(None, f"the plan promised {run.plan} test programs, "
+               f"{len(run.programs)} reported")
     if run.bail_out:
-        failed += 1
-        problems.append(f"guest bailed out: {run.bail_out}")
+        v.fail(None, f"guest bailed out: {run.bail_out}")
     if timed_out or not run.done:
-        failed += 1
         why = "timed out" if timed_out else "died (panic, oops or hang?)"
-        problems.append(f"the guest {why} before finishing; last KTAP line: "
-                        f"{run.last_line or '(none)'}")
+        v.fail(None, f"the guest {why} before finishing; last KTAP line: "
+               f"{run.last_line or '(none)'}")
 
     hits = scan_console(console)
     if hits:
-        failed += 1
-        problems.append(f"the kernel console has {len(hits)} splat line(s)")
+        v.fail(None, f"the kernel console has {len(hits)} splat line(s)")
 
-    for p in problems:
-        print(f"FAIL  {p}", file=out)
+    for p in v.problems:
+        v.say(f"FAIL  {p}")
+    show_console(v, console, hits, timed_out or not run.done)
+    v.summary()
+
+    # A filter that matched nothing: every test program said so (the
+    # module unload after them is no test of the filter's).
+    tests = [p for p in run.programs
+             if not p.result.name.endswith("rmmod test_hmm")]
+    if tests and v.no_match == len(tests) and not v.failed:
+        v.say("no test matches the filter")
+        status = EXIT_USAGE
+    elif v.failed or v.passed + v.skipped == 0:
+        status = EXIT_FAIL
+    else:
+        status = EXIT_PASS
+    v.say(f"{v.passed} passed, {v.failed} failed, {v.skipped} skipped")
+    return status, v.passed, v.failed, v.skipped
+
+
+def show_console(v, console, hits, stopped):
+    """Up to three console excerpts of splats, or the console's end when
+    the guest stopped without one."""
     shown, shown_to = 0, 0
     for no, pat, line in hits:
         if shown >= 3:
             break
         if no <= shown_to:
             continue
-        print(f"\n--- console line {no} (matches '{pat}') ---", file=out)
-        print("\n".join(excerpt(console, no)), file=out)
+        v.say(f"\n--- console line {no} (matches '{pat}') ---")
+        v.say("\n".join(excerpt(console, no)))
         shown += 1
         shown_to = no + 25
-    if (timed_out or not run.done) and not hits:
-        print("\n--- last console lines ---", file=out)
-        print("\n".join(console.splitlines()[-30:]), file=out)
-
-    if passed + failed == 0 and run.programs and no_match == len(run.programs):
-        print("no test matches the filter", file=out)
-        status = EXIT_USAGE
-    elif failed or passed + skipped == 0:
-        status = EXIT_FAIL
-    else:
-        status = EXIT_PASS
-    print(f"{passed} passed, {failed} failed, {skipped} skipped", file=out)
-    return status, passed, failed, skipped
+    if stopped and not hits:
+        v.say("\n--- last console lines ---")
+        v.say("\n".join(console.splitlines()[-30:]))
 
 
 def main(argv=None):
@@ -270,6 +455,9 @@ def main(argv=None):
     ap.add_argument("--console", required=True, help="kernel console log")
     ap.add_argument("--timed-out", action="store_true",
                     help="the host killed the guest at the run timeout")
+    ap.add_argument("--allow-skip", action="append", default=[],
+                    choices=sorted(SKIP_REASONS), metavar="ID",
+                    help="a SKIP reason this run declares (%(choices)s)")
     args = ap.parse_args(argv)
 
     def read(path):
@@ -279,7 +467,8 @@ def main(argv=None):
         except FileNotFoundError:
             return ""
 
-    return judge(read(args.ktap), read(args.console), args.timed_out)[0]
+    return judge(read(args.ktap), read(args.console), args.timed_out,
+                 allow_skips=args.allow_skip)[0]
 
 
 if __name__ == "__main__":
