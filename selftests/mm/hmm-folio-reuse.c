@@ -255,6 +255,7 @@ static __u64 range_to_device(struct __test_metadata *_metadata,
 					    HMM_FOLIO_PROT_DEV_PMD :
 					    HMM_FOLIO_PROT_DEV_PTE,
 					    "after MIGRATE_TO_DEV"), 0);
+	HMM_FOLIO_STEP_DONE("migrating the range to the device");
 	return self->pfns[0].offset;
 }
 
@@ -320,6 +321,7 @@ static unsigned int range_back(struct __test_metadata *_metadata,
 	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
 					    HMM_FOLIO_SNAP_SYSTEM,
 					    "after fault-back"), 0);
+	HMM_FOLIO_STEP_DONE("bringing the range back");
 	return gen;
 }
 
@@ -365,6 +367,7 @@ static char *range_op(struct __test_metadata *_metadata,
 		ASSERT_EQ(hmm_folio_check(q, self->size, (uintptr_t)p, *gen,
 					  "after MREMAP_DONTUNMAP"), 0);
 		hmm_folio_fill(q, self->size, (uintptr_t)q, ++*gen);
+		HMM_FOLIO_STEP_DONE("the operation on the device range");
 		return q;
 	case OP_MREMAP_SHRINK:
 		ASSERT_EQ(mremap(p, self->size, half, 0), p);
@@ -382,6 +385,7 @@ static char *range_op(struct __test_metadata *_metadata,
 					  "after growing mremap"), 0);
 		ASSERT_EQ(munmap(q + self->size, self->size), 0);
 		hmm_folio_fill(q, self->size, (uintptr_t)q, ++*gen);
+		HMM_FOLIO_STEP_DONE("the operation on the device range");
 		return q;
 	case OP_FORK_COW:
 		pid = fork();
@@ -456,6 +460,7 @@ static char *range_op(struct __test_metadata *_metadata,
 	/* And the data is intact when the CPU faults it back. */
 	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, *gen,
 				  "after the operation"), 0);
+	HMM_FOLIO_STEP_DONE("the operation on the device range");
 	return p;
 }
 
@@ -539,6 +544,7 @@ static void range_free(struct __test_metadata *_metadata,
 		ASSERT_EQ(munmap(p, self->size), 0);
 		break;
 	}
+	HMM_FOLIO_STEP_DONE("freeing the device folio");
 }
 
 /*

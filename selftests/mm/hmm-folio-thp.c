@@ -113,6 +113,7 @@ static void thp_to_device(struct __test_metadata *_metadata,
 	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
 					    HMM_FOLIO_PROT_DEV_PMD,
 					    "after MIGRATE_TO_DEV"), 0);
+	HMM_FOLIO_STEP_DONE("migrating the THP to the device");
 }
 
 /* Bring the device folio at @p back to system memory; returns the new gen. */
@@ -144,6 +145,7 @@ static unsigned int thp_back(struct __test_metadata *_metadata,
 	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
 					    HMM_FOLIO_SNAP_SYSTEM,
 					    "after fault-back"), 0);
+	HMM_FOLIO_STEP_DONE("bringing the THP back");
 	return gen;
 }
 
@@ -179,6 +181,7 @@ static void thp_round_free(struct __test_metadata *_metadata,
 		/* The caller's child exits with the folio on the device. */
 		break;
 	}
+	HMM_FOLIO_STEP_DONE("freeing the device THP");
 }
 
 TEST_F_TIMEOUT(thp, lifecycle, 120)

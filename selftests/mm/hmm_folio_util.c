@@ -266,6 +266,8 @@ long hmm_folio_direct_cycle(int fd, __u64 base, unsigned long npages,
 		ret = hmm_folio_folio(fd, HMM_DMIRROR_FOLIO_FREE, &c);
 	}
 	free(handles);
+	if (hmm_folio_step_check("a direct folio cycle") && !ret)
+		ret = 1;
 	return ret;
 }
 
@@ -427,7 +429,8 @@ char *hmm_folio_thp_on_device(int fd, size_t size, unsigned int gen)
 	if (hmm_folio_check(mirror, size, (uintptr_t)p, gen,
 			    "device copy of the THP") ||
 	    hmm_folio_snapshot_expect(fd, p, npages, HMM_FOLIO_PROT_DEV_PMD,
-				      "THP on the device"))
+				      "THP on the device") ||
+	    hmm_folio_step_check("migrating a THP to the device"))
 		goto fail;
 	free(mirror);
 	return p;
@@ -573,7 +576,8 @@ int hmm_folio_kmsg_begin(struct hmm_folio_kmsg *k, const char **why)
 	return 0;
 }
 
-int hmm_folio_kmsg_check(struct hmm_folio_kmsg *k)
+/* Splats logged since the last scan of @k, printed as logged during @step. */
+static int kmsg_scan(struct hmm_folio_kmsg *k, const char *step)
 {
 	char rec[8192];
 	unsigned long taint;
@@ -594,16 +598,30 @@ int hmm_folio_kmsg_check(struct hmm_folio_kmsg *k)
 		msg = msg ? msg + 1 : rec;
 		msg[strcspn(msg, "\n")] = '\0';
 		if (hmm_folio_splat(msg)) {
-			fprintf(stderr, "# kernel log: %s\n", msg);
+			fprintf(stderr, "# kernel log during %s: %s\n", step, msg);
 			splats++;
 		}
 	}
 	taint = read_taint() & ~k->taint & HMM_FOLIO_BAD_TAINT;
 	if (taint) {
-		fprintf(stderr, "# kernel tainted during the test: %#lx\n", taint);
+		fprintf(stderr, "# kernel tainted during %s: %#lx\n", step, taint);
+		k->taint |= taint;
 		splats++;
 	}
 	return splats;
+}
+
+int hmm_folio_kmsg_check(struct hmm_folio_kmsg *k)
+{
+	return kmsg_scan(k, "the test");
+}
+
+/* The watch of the test running in this process (hmm_folio_fixture_open()). */
+static struct hmm_folio_kmsg *step_watch;
+
+int hmm_folio_step_check(const char *step)
+{
+	return step_watch ? kmsg_scan(step_watch, step) : 0;
 }
 
 void hmm_folio_kmsg_end(struct hmm_folio_kmsg *k)
@@ -662,8 +680,10 @@ int hmm_folio_fixture_open(struct hmm_folio_kmsg *k, int *fd,
 		ret = hmm_folio_thp_setup(why);
 	if (!ret && (needs & HMM_FOLIO_NEED_THP))
 		ret = hmm_folio_dev_thp_probe(why);
-	if (!ret)
+	if (!ret) {
 		k->dirty_frees = dirty_frees(*fd);
+		step_watch = k;
+	}
 	return ret;
 }
 
@@ -671,26 +691,31 @@ int hmm_folio_fixture_close(struct hmm_folio_kmsg *k, int *fd)
 {
 	long long n = -1;
 	const char *why;
-	int splats;
+	int splats = 0;
 
 	if (*fd >= 0)
 		close(*fd);
 	*fd = -1;
-	/* Closing the mirror frees what it held: count those frees too. */
+	/*
+	 * Closing the mirror evicted and freed what it held: count those frees,
+	 * and read the log only once the last file is closed too.
+	 */
 	if (k->dirty_frees >= 0) {
 		*fd = hmm_folio_open(0, &why);
 		n = *fd >= 0 ? dirty_frees(*fd) : -1;
-		if (n > k->dirty_frees)
+		if (n > k->dirty_frees) {
 			fprintf(stderr,
 				"# test_hmm: %lld device folio(s) freed dirty (mapped, referenced, with a mapping or anon-exclusive)\n",
 				n - k->dirty_frees);
+			splats++;
+		}
 	}
-	splats = hmm_folio_kmsg_check(k);
-	if (k->dirty_frees >= 0 && n > k->dirty_frees)
-		splats++;
-	hmm_folio_kmsg_end(k);
 	if (*fd >= 0)
 		close(*fd);
 	*fd = -1;
+	splats += kmsg_scan(k, "the test's end (device files closed)");
+	if (step_watch == k)
+		step_watch = NULL;
+	hmm_folio_kmsg_end(k);
 	return splats;
 }

@@ -160,6 +160,20 @@ int hmm_folio_kmsg_check(struct hmm_folio_kmsg *k);
 void hmm_folio_kmsg_end(struct hmm_folio_kmsg *k);
 
 /*
+ * The kernel log after every step: hmm_folio_fixture_open() makes its watch
+ * the test's, and hmm_folio_step_check() reads what the kernel logged (and
+ * newly tainted) since the last check, printing each splat with the @step
+ * it happened in; it returns how many. The util's lifecycle steps call it
+ * before they return, the programs' steps end with HMM_FOLIO_STEP_DONE().
+ * What a step reported, the fixture's last check does not count again.
+ */
+int hmm_folio_step_check(const char *step);
+
+#define HMM_FOLIO_STEP_DONE(step)					\
+	ASSERT_EQ(hmm_folio_step_check(step), 0)			\
+		TH_LOG("the kernel logged a splat during: %s", step)
+
+/*
  * What every fixture opens: the kernel log watch, /dev/hmm_dmirror0 and,
  * per @needs, the hmm-folio extension and PMD-sized THP. A probe (0,
  * HMM_FOLIO_SKIP or -errno, with @why). hmm_folio_fixture_close() closes them and returns the

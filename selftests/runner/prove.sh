@@ -27,6 +27,24 @@ out=$(mktemp -d /tmp/hmm-folio-prove.XXXXXX)
 bad=0
 summary=()
 
+# Whether the verdict in $1 has a failure that one of the mutation's
+# "Caught-by: GLOB KIND[|KIND...]" lines names: a test (or "console", or
+# "*rmmod*" for the module unload) matching GLOB that failed that way
+# (assert, splat, hang, died). A run that failed only by the host's
+# timeout, by an infrastructure error or in other tests is not caught.
+caught_as_declared() {
+	local glob kinds line name kind
+	while read -r glob kinds; do
+		while IFS= read -r line; do
+			kind=${line##* }
+			name=${line% *}
+			# shellcheck disable=SC2053 # GLOB is a glob
+			[[ $name == $glob ]] && [[ "|$kinds|" == *"|$kind|"* ]] && return 0
+		done < <(sed -n 's/^caught-by: //p' "$1")
+	done <<<"$caught_by"
+	return 1
+}
+
 # verdict NAME EXPECTED [run_tests.sh args]
 verdict() {
 	local name=$1 expect=$2 start=$SECONDS rc got failed
@@ -40,6 +58,12 @@ verdict() {
 	*) got="ERROR($rc)" ;;
 	esac
 	failed=$(grep '^FAIL  ' "$out/$name.log" | head -n 3 | sed 's/^FAIL  //' | paste -sd ';' -)
+	if [ "$got" = FAIL ] && [ "$expect" = FAIL ] && [ -n "$caught_by" ] &&
+	   ! caught_as_declared "$out/$name.log"; then
+		got="FAIL(not as declared)"
+		failed="declared: $(echo "$caught_by" | paste -sd ';' -); got: $(
+			sed -n 's/^caught-by: //p' "$out/$name.log" | head -n 4 | paste -sd ';' -)"
+	fi
 	[ "$got" = "$expect" ] || { bad=$((bad + 1)); tail -n 5 "$out/$name.log"; }
 	summary+=("$(printf '%-32s expect %-4s got %-9s %4ss  %s' "$name" "$expect" "$got" \
 		$((SECONDS - start)) "${failed:--}")")
@@ -59,10 +83,18 @@ fixed_check() {
 	done
 }
 
+caught_by=
 verdict unmodified PASS
 for m in "${muts[@]}"; do
 	expect=$(sed -n 's/^Expect: *\([A-Z]*\).*/\1/p' "$m" | head -n 1)
 	fixes=$(sed -n 's/^Fixes-known-bugs: *//p' "$m" | head -n 1)
+	caught_by=$(sed -n 's/^Caught-by: *//p' "$m")
+	if [ "${expect:-FAIL}" = FAIL ] && [ -z "$caught_by" ]; then
+		bad=$((bad + 1))
+		summary+=("$(printf '%-32s no Caught-by: line: which tests must catch it, and how?' \
+			"$(basename "$m" .patch)")")
+		continue
+	fi
 	# A kernel that must fail may stop at its first failing program.
 	extra=
 	[ "${expect:-FAIL}" != FAIL ] || extra=--fail-fast

@@ -254,6 +254,62 @@ class Verdict(unittest.TestCase):
                 verdict.read_splat_patterns(f.name)
 
 
+class CaughtBy(unittest.TestCase):
+    """How each failure happened, for make prove's Caught-by: check."""
+
+    def caught(self, ktap, console="clean.console", **kw):
+        (status, p, f, s), out = judge_text(ktap, console, **kw)
+        return [l[len("caught-by: "):] for l in out.splitlines()
+                if l.startswith("caught-by: ")]
+
+    def test_kinds(self):
+        fail = data("fail.ktap")
+        self.assertEqual(self.caught(fail), ["thp.munmap_write.lifecycle assert"])
+        splat = fail.replace("# hmm-folio-thp.c:120:lifecycle:Expected",
+                             "# # kernel log during freeing the device THP: "
+                             "WARNING: CPU: 1 PID: 99 at mm/memremap.c:441\n"
+                             "# hmm-folio-thp.c:120:lifecycle:Expected")
+        self.assertEqual(self.caught(splat), ["thp.munmap_write.lifecycle splat"])
+        hang = fail.replace("# hmm-folio-thp.c:120:lifecycle:Expected 0 (0) == "
+                            "hmm_folio_check(...) (3)",
+                            "# thp.munmap_write.lifecycle: Test terminated by timeout")
+        self.assertEqual(self.caught(hang), ["thp.munmap_write.lifecycle hang"])
+        self.assertEqual(self.caught(data("died.ktap"), "splat.console"),
+                         ["thp.munmap_write.lifecycle died", "console splat"])
+        self.assertEqual(self.caught(data("died.ktap"), timed_out=True),
+                         ["thp.munmap_write.lifecycle run-timeout"])
+
+    def test_prove_checks_the_declaration(self):
+        """prove.sh's caught_as_declared: the declared test and kind, not
+        any failure (main counted any FAIL verdict as caught)."""
+        import tempfile
+        prove = os.path.join(REPO, "selftests/runner/prove.sh")
+        with tempfile.NamedTemporaryFile("w") as log:
+            log.write("FAIL  thp.a.lifecycle\ncaught-by: thp.a.lifecycle assert\n"
+                      "caught-by: selftests: mm: rmmod test_hmm hang\n")
+            log.flush()
+            for decl, ok in [("thp.* assert", True), ("thp.* splat|hang", False),
+                             ("reuse.* assert", False), ("*rmmod* hang", True),
+                             ("reuse.* assert\n*rmmod* hang|died", True)]:
+                with self.subTest(decl=decl):
+                    r = subprocess.run(
+                        ["bash", "-c", 'source <(sed -n "/^caught_as_declared() {/,/^}/p" "$1")'
+                         '; caught_by=$2; caught_as_declared "$3"', "_", prove,
+                         decl, log.name])
+                    self.assertEqual(r.returncode == 0, ok)
+
+    def test_every_mutation_declares_how_it_is_caught(self):
+        d = os.path.join(REPO, "selftests/mutations")
+        for name in sorted(os.listdir(d)):
+            with self.subTest(mutation=name), open(os.path.join(d, name)) as f:
+                text = f.read()
+                lines = re.findall(r"(?m)^Caught-by: (\S+) (\S+)$", text)
+                self.assertTrue(lines)
+                for glob, kinds in lines:
+                    self.assertTrue(set(kinds.split("|")) <=
+                                    {"assert", "splat", "hang", "died"}, kinds)
+
+
 class Sources(unittest.TestCase):
     """The C tests and the verdict's tables agree."""
 

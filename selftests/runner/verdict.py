@@ -52,6 +52,7 @@ class Result:
     ok: bool
     name: str
     directive: str = ""
+    log: list = field(default_factory=list)
 
     @property
     def skipped(self):
@@ -106,8 +107,11 @@ def parse_ktap(text):
                 continue
             m = RESULT_RE.match(inner)
             if m:
+                # A test's log: the lines since the result before it.
+                done = sum(len(t.log) + 1 for t in pending.subtests)
                 pending.subtests.append(
-                    Result(m.group(1) == "ok", m.group(3), m.group(4) or ""))
+                    Result(m.group(1) == "ok", m.group(3), m.group(4) or "",
+                           pending.log[done:-1]))
             continue
         m = RESULT_RE.match(line)
         if m:
@@ -232,6 +236,33 @@ def nested_results(lines):
         yield from nested_results(deeper)
 
 
+SPLAT_IN_TEST_RE = re.compile(r"# kernel log during |# kernel tainted during |"
+                              r"splat\(s\) during the test|freed dirty")
+RUN_RE = re.compile(r"^#?\s+RUN\s+(\S+) \.\.\.")
+
+
+def failure_kind(log):
+    """How a test failed, from its log: it hung (the harness's timeout),
+    the kernel logged a splat during it, or an assertion failed."""
+    text = "\n".join(log)
+    if "Test terminated by timeout" in text:
+        return "hang"
+    if SPLAT_IN_TEST_RE.search(text):
+        return "splat"
+    return "assert"
+
+
+def running_test(prog):
+    """The test a program was running when it stopped reporting."""
+    reported = {t.name for t in prog.subtests}
+    running = None
+    for line in prog.log:
+        m = RUN_RE.match(line)
+        if m and m.group(1) not in reported:
+            running = m.group(1)
+    return running
+
+
 def block_plan_problems(lines, where):
     """Plans of the KTAP documents in @lines ("TAP version" starts one)
     against their results, and so on for every level nested below."""
@@ -258,8 +289,9 @@ def block_plan_problems(lines, where):
 class Verdict:
     """Counts, problems and reports of one run, filled in by judge()."""
 
-    def __init__(self, out, allow_skips, bugs):
+    def __init__(self, out, allow_skips, bugs, timed_out=False):
         self.out = out
+        self.timed_out = timed_out
         self.allow = set(allow_skips)
         self.bugs = bugs
         self.passed = self.failed = self.skipped = 0
@@ -268,12 +300,15 @@ class Verdict:
         self.present = {}       # known bug id -> [(test, symptom)]
         self.fixed = {}         # known bug id -> [test]
         self.no_match = 0
+        self.caught = []        # (test or program, how it failed)
 
     def say(self, text):
         print(text, file=self.out)
 
-    def fail(self, line, problem=None):
+    def fail(self, line, problem=None, name=None, kind=None):
         self.failed += 1
+        if name:
+            self.caught.append((name, kind))
         if line:
             self.say(line)
         if problem:
@@ -319,7 +354,7 @@ class Verdict:
                 self.fixed.setdefault(bug.id, []).append(t.name)
             self.say(f"PASS  {t.name}")
         else:
-            self.fail(f"FAIL  {t.name}")
+            self.fail(f"FAIL  {t.name}", name=t.name, kind=failure_kind(t.log))
 
     def wrapper(self, prog, nested):
         """A wrapper (run_vmtests.sh) around test programs: count their
@@ -360,6 +395,14 @@ class Verdict:
             self.problems.append(f"{name}: {prog.plan - got} of {prog.plan} "
                                  f"tests never reported "
                                  f"({prog.result.directive or 'died'})")
+            stuck = running_test(prog)
+            if stuck:
+                timed = prog.result.directive.upper().startswith("TIMEOUT")
+                # The host's whole-run timeout bounds nothing of the test's.
+                self.caught.append((stuck, "hang" if timed else
+                                    "run-timeout" if self.timed_out else "died"))
+                self.problems.append(f"{name}: {stuck} was running when it "
+                                     f"{'timed out' if timed else 'stopped'}")
         elif not prog.subtests:
             if prog.result.skipped:
                 reason = prog.result.directive[4:].strip()
@@ -369,13 +412,19 @@ class Verdict:
                 self.passed += 1
                 self.say(f"PASS  {name}")
             else:
+                timed = prog.result.directive.upper().startswith("TIMEOUT")
                 self.fail(None, f"{name}: failed without reporting a test "
-                          f"({prog.result.directive})")
+                          f"({prog.result.directive})", name=name,
+                          kind="hang" if timed else "assert")
         elif not prog.result.ok and not any(not t.ok for t in prog.subtests):
             self.fail(None, f"{name}: program failed after its tests "
                       f"({prog.result.directive})")
 
     def summary(self):
+        # For make prove: what failed, and how (a mutation says which
+        # tests must catch it and how).
+        for name, kind in self.caught:
+            self.say(f"caught-by: {name} {kind}")
         for reason, n in sorted(self.skips.items()):
             self.say(f"skipped ({n}): {reason}")
         for bid, tests in sorted(self.present.items()):
@@ -391,7 +440,8 @@ def judge(ktap, console, timed_out=False, out=sys.stdout, allow_skips=(),
           bugs=None):
     """Print the summary of a run; return (exit status, passed, failed, skipped)."""
     run = parse_ktap(ktap)
-    v = Verdict(out, allow_skips, KNOWN_BUGS if bugs is None else bugs)
+    v = Verdict(out, allow_skips, KNOWN_BUGS if bugs is None else bugs,
+                timed_out)
     for prog in run.programs:
         v.program(prog)
 
@@ -409,7 +459,8 @@ def judge(ktap, console, timed_out=False, out=sys.stdout, allow_skips=(),
 
     hits = scan_console(console)
     if hits:
-        v.fail(None, f"the kernel console has {len(hits)} splat line(s)")
+        v.fail(None, f"the kernel console has {len(hits)} splat line(s)",
+               name="console", kind="splat")
 
     for p in v.problems:
         v.say(f"FAIL  {p}")
