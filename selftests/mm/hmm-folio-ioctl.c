@@ -147,8 +147,9 @@ TEST_F(badarg, rejected)
 
 /*
  * Folios held by an fd are freed when it is closed, whatever their order, and
- * a device THP mapped in the process is freed by munmap even after the fd it
- * was migrated through is gone: nothing leaks, nothing warns.
+ * a device THP mapped in the process is evicted to system memory by that
+ * close (every device page of the device comes back), which the CPU then
+ * reads and munmap frees: nothing leaks, nothing warns.
  */
 FIXTURE(held)
 {
@@ -195,6 +196,10 @@ TEST_F(held, freed_on_close)
 	for (i = 0; i < sizeof(orders) / sizeof(orders[0]); i++)
 		ASSERT_EQ(after.frees[orders[i]] - before.frees[orders[i]], 1)
 			TH_LOG("held order-%u folio not freed on close", orders[i]);
+	/* Evicted by the close, before the CPU touches it. */
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, pmd / psize(),
+					    HMM_FOLIO_SNAP_SYSTEM,
+					    "the THP after its file's close"), 0);
 	ASSERT_EQ(hmm_folio_check(p, pmd, (uintptr_t)p, 1, "after close"), 0);
 	ASSERT_EQ(munmap(p, pmd), 0);
 	ASSERT_EQ(hmm_folio_stats(self->fd, &after), 0);
@@ -243,6 +248,9 @@ TEST_F(held, kept_when_another_file_closes)
 	p = hmm_folio_thp_on_device(fd, pmd, 1);
 	ASSERT_NE(p, NULL);
 	ASSERT_EQ(close(fd), 0);
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, pmd / psize(),
+					    HMM_FOLIO_SNAP_SYSTEM,
+					    "the THP after its file's close"), 0);
 	ASSERT_EQ(hmm_folio_check(p, pmd, (uintptr_t)p, 1, "after close"), 0);
 	ASSERT_EQ(munmap(p, pmd), 0);
 

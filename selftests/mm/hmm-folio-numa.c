@@ -347,6 +347,7 @@ static __u64 policy_to_device(struct __test_metadata *_metadata,
 	ASSERT_EQ(hmm_folio_check_folios(self->fd, HMM_DMIRROR_CHECK_RANGE, 0,
 					 p, self->npages), 0);
 	EXPECT_NODE(p, self->npages, -1, "on the device");
+	HMM_FOLIO_STEP_DONE("migrating the THP to the device");
 	return self->pfns[0].offset;
 }
 

@@ -329,6 +329,7 @@ static unsigned int fixed_io(struct __test_metadata *_metadata,
 			      self->size, 0), self->size);
 	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
 				  "buffer after READ_FIXED"), 0);
+	HMM_FOLIO_STEP_DONE("I/O on the pinned buffer");
 	return gen;
 }
 
@@ -350,6 +351,7 @@ static void fixed_try_migrate(struct __test_metadata *_metadata,
 					    "pinned, after MIGRATE_TO_DEV"), 0);
 	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
 				  "pinned buffer after MIGRATE_TO_DEV"), 0);
+	HMM_FOLIO_STEP_DONE("migrating the pinned range");
 }
 
 /* To the device as one PMD folio, its copy carrying generation @gen. */
@@ -368,6 +370,7 @@ static void fixed_to_device(struct __test_metadata *_metadata,
 	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
 					    HMM_FOLIO_PROT_DEV_PMD,
 					    "after MIGRATE_TO_DEV"), 0);
+	HMM_FOLIO_STEP_DONE("migrating the THP to the device");
 }
 
 TEST_F_TIMEOUT(fixed, lifecycle, 60)
@@ -441,6 +444,8 @@ FIXTURE(race)
 	unsigned int *gens;	/* generation of each disk page */
 	unsigned int seed;
 	bool stop;		/* __atomic: the mover thread reads it */
+	/* held by the mover while dst is unmapped: dst can be read then */
+	pthread_mutex_t remap_lock;
 	/* what the migrating thread saw */
 	unsigned long migrations, failed_migrations, remaps;
 	int bad_errno;
@@ -473,6 +478,7 @@ FIXTURE_SETUP(race)
 	self->disk.fd = -1;
 	self->ring.up = false;
 	self->stop = false;
+	pthread_mutex_init(&self->remap_lock, NULL);
 	HMM_FOLIO_REQUIRE(hmm_folio_fixture_open(&self->kmsg, &self->fd,
 						 HMM_FOLIO_NEED_THP, &why), why);
 	if (variant->io == RACE_URING)
@@ -558,6 +564,7 @@ static void race_move(FIXTURE_DATA(race) *self,
 		break;
 	case RACE_MUNMAP:
 		/* Zaps the device folio under the I/O, or its pages. */
+		pthread_mutex_lock(&self->remap_lock);
 		munmap(self->dst, self->size);
 		if (mmap(self->dst, self->size, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) ==
@@ -567,6 +574,7 @@ static void race_move(FIXTURE_DATA(race) *self,
 				self->bad_errno = errno;
 			race_stop(self);
 		}
+		pthread_mutex_unlock(&self->remap_lock);
 		self->remaps++;
 		break;
 	}
@@ -604,6 +612,34 @@ static unsigned long race_elapsed_ms(const struct timespec *t0)
 		(t.tv_nsec - t0->tv_nsec) / 1000000;
 }
 
+/*
+ * The pages [first, +n) of dst after a read that a remap may have cut:
+ * each holds what the read brought (generation @gen) or, remapped since,
+ * nothing; never an older generation or another page's data. Returns the
+ * pages that hold something else.
+ */
+static unsigned long race_check_cut(FIXTURE_DATA(race) *self,
+				    unsigned long first, unsigned long n,
+				    unsigned int gen)
+{
+	unsigned long i, bad = 0;
+	char *pg;
+
+	pthread_mutex_lock(&self->remap_lock);
+	for (i = first; i < first + n; i++) {
+		pg = self->dst + i * psize();
+		if (hmm_folio_page_is(pg, (uintptr_t)self->src + i * psize(), gen) ||
+		    !hmm_folio_nonzero_pages(pg, psize()))
+			continue;
+		if (!bad++)
+			fprintf(stderr,
+				"# munmap race: read page %lu is neither gen %u nor zero\n",
+				i, gen);
+	}
+	pthread_mutex_unlock(&self->remap_lock);
+	return bad;
+}
+
 /* Page @i of @buf must carry the generation the disk last got for it. */
 static unsigned long race_check(FIXTURE_DATA(race) *self, const char *buf,
 				const char *what)
@@ -619,7 +655,7 @@ static unsigned long race_check(FIXTURE_DATA(race) *self, const char *buf,
 
 TEST_F_TIMEOUT(race, dio, 60)
 {
-	unsigned long iters = 0, short_reads = 0;
+	unsigned long iters = 0, short_reads = 0, cut_bad = 0;
 	struct race_ctx ctx = { self, variant };
 	unsigned int gen = 0, seed = self->seed;
 	struct timespec t0;
@@ -666,6 +702,9 @@ TEST_F_TIMEOUT(race, dio, 60)
 				short_reads++;
 			else if (ret != (long)len)
 				break;
+			if (ret > 0)
+				cut_bad += race_check_cut(self, first,
+							  ret / psize(), gen);
 		} else if (ret != (long)len ||
 			   hmm_folio_check(self->dst + off, len,
 					   (uintptr_t)self->src + off, gen,
@@ -687,6 +726,9 @@ TEST_F_TIMEOUT(race, dio, 60)
 		TH_LOG("migration or remap failed: %s",
 		       strerror(self->bad_errno));
 	ASSERT_GT(self->migrations, 0);
+	ASSERT_EQ(cut_bad, 0)
+		TH_LOG("%lu page(s) read during the munmap race hold stale data",
+		       cut_bad);
 
 	/* Disk and source memory hold what was last written, page by page. */
 	ASSERT_EQ(race_rw(self, variant, false, self->bounce, self->size, 0),

@@ -9,8 +9,10 @@
  * range's data takes the range exclusively; ops that only move it (migrate,
  * reads, madvise COLD/PAGEOUT) share it, so they race with each other and
  * with the device allocator while the tags stay checkable. Every op ends
- * with a tag check of its range; every round, the folio invariants of the
- * range and of the held folios; at the end, the kernel log.
+ * with a tag check of its range; every round (ROUND_OPS ops of a thread),
+ * the folio invariants of every range, held alone for it, and of the held
+ * folios; at the end, that device memory was reused at another order
+ * (ALLOC_STATS cross_order_pages) and the kernel log.
  *
  *   hmm-folio-stress [--seed N] [--duration SEC] [--iterations N]
  *                    [--procs N] [--threads N]
@@ -471,14 +473,33 @@ static void op_folio(struct worker *w)
 	ret = hmm_folio_folio(fd, HMM_DMIRROR_FOLIO_FILL, &c);
 	if (ret)
 		fail(w, "folio fill: %s", strerror(-ret));
-	if (rnd_below(w, ROUND_OPS) == 0) {
-		long n = hmm_folio_check_folios(fd, HMM_DMIRROR_CHECK_HELD, 0,
-						NULL, 0);
+}
 
-		log_op(w, "check_held", -1, 0, 0, (int)n);
+/*
+ * Every round (ROUND_OPS ops of a thread): the folio invariants of every
+ * range, each held alone for it (shared ops may be moving it otherwise),
+ * and of the held folios.
+ */
+static void round_check(struct worker *w)
+{
+	long n;
+	int s;
+
+	for (s = 0; s < SLOTS; s++) {
+		pthread_rwlock_wrlock(&slots[s].lock);
+		n = hmm_folio_check_folios(fd, HMM_DMIRROR_CHECK_RANGE, 0,
+					   slots[s].addr, npages);
+		pthread_rwlock_unlock(&slots[s].lock);
+		log_op(w, "check_range", s, 0, npages, (int)n);
 		if (n)
-			fail(w, "held folio check: %ld", n);
+			fail(w, "slot %d: folio check: %ld violation(s)", s, n);
 	}
+	pthread_mutex_lock(&held_lock);
+	n = hmm_folio_check_folios(fd, HMM_DMIRROR_CHECK_HELD, 0, NULL, 0);
+	pthread_mutex_unlock(&held_lock);
+	log_op(w, "check_held", -1, 0, 0, (int)n);
+	if (n)
+		fail(w, "held folio check: %ld", n);
 }
 
 static void *worker_main(void *arg)
@@ -494,7 +515,8 @@ static void *worker_main(void *arg)
 		int s = rnd_below(w, SLOTS);
 		unsigned long r = rnd_below(w, 10);
 
-		w->ops++;
+		if (++w->ops % ROUND_OPS == 0)
+			round_check(w);
 		if (r == 0) {
 			pthread_mutex_lock(&held_lock);
 			op_folio(w);
@@ -701,6 +723,15 @@ int main(int argc, char **argv)
 		ksft_print_msg("%llu device folio(s) freed dirty, seed %u\n",
 			       (unsigned long long)(st1.dirty_frees -
 						    st0.dirty_frees), seed);
+		bad++;
+	}
+	/* What the run is for: freed device memory reused at another order. */
+	ksft_print_msg("%llu device pages reused at another order\n",
+		       (unsigned long long)(st1.cross_order_pages -
+					    st0.cross_order_pages));
+	if (st1.cross_order_pages == st0.cross_order_pages) {
+		ksft_print_msg("no device page was reused at another order, seed %u\n",
+			       seed);
 		bad++;
 	}
 	if (st1.free_pages != st1.total_pages) {

@@ -207,6 +207,7 @@ TEST_F_TIMEOUT(thp, lifecycle, 120)
 		ASSERT_EQ(waitpid(pid, &status, 0), pid);
 		ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status))
 			TH_LOG("child failed (status %#x)", status);
+		HMM_FOLIO_STEP_DONE("the exit of the process that owned the THP");
 	} else {
 		thp_round_free(_metadata, self, variant);
 	}
@@ -352,6 +353,15 @@ TEST_F_TIMEOUT(split, soft_dirty, 60)
 	case SPLIT_MIGRATE_ONE:
 		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_SYS,
 					p + psize(), NULL, 1, &cmd), 0);
+		/* Page 1 is back in system memory; 0 and 2.. stay. */
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p + psize(), 1,
+						    HMM_FOLIO_SNAP_SYSTEM,
+						    "the page migrated back"), 0);
+		ASSERT_EQ(hmm_folio_check(p + psize(), psize(),
+					  (uintptr_t)p + psize(), gen,
+					  "the page migrated back"), 0);
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, 1, pte,
+						    "page 0 left on the device"), 0);
 		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p + 2 * psize(),
 						    self->npages - 2, pte,
 						    "pages left on the device"), 0);

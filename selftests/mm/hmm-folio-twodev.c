@@ -187,6 +187,7 @@ static void to_device(struct __test_metadata *_metadata,
 	ASSERT_EQ(cmd.cpages, self->npages);
 	ASSERT_EQ(hmm_folio_check(self->mirror, self->size, (uintptr_t)p, gen,
 				  "device copy"), 0);
+	HMM_FOLIO_STEP_DONE("migrating the range to a device");
 }
 
 /* Order-0 pages of a new range on @dev must be exactly [base, +npages). */
@@ -208,6 +209,7 @@ static void reuse_order0(struct __test_metadata *_metadata,
 	ASSERT_EQ(hmm_folio_check(q, self->size, (uintptr_t)q, gen,
 				  "order-0 reuse, CPU view"), 0);
 	ASSERT_EQ(munmap(q, self->size), 0);
+	HMM_FOLIO_STEP_DONE("reusing the freed block at order 0");
 }
 
 static void all_free(struct __test_metadata *_metadata,
@@ -278,6 +280,7 @@ static __u64 move(struct __test_metadata *_metadata, FIXTURE_DATA(twodev) *self,
 	ASSERT_EQ(hmm_folio_direct_cycle(self->fd[0], base0, self->npages, 3), 0);
 	expect_on(_metadata, self, 1, p, self->pmd_order,
 		  "device 1 after device 0's reuse");
+	HMM_FOLIO_STEP_DONE("moving the THP from device 0 to device 1");
 	return base1;
 }
 
@@ -312,6 +315,7 @@ TEST_F_TIMEOUT(twodev, lifecycle, 60)
 		ASSERT_EQ(waitpid(pid, &status, 0), pid);
 		ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status))
 			TH_LOG("child failed (status %#x)", status);
+		HMM_FOLIO_STEP_DONE("the exit of the process that owned the THP");
 		base1 = *shared;
 		munmap(shared, sizeof(*shared));
 	} else {
@@ -322,15 +326,23 @@ TEST_F_TIMEOUT(twodev, lifecycle, 60)
 		} else {
 			const char *why;
 
-			/* Closing device 1's mirror evicts its pages. */
+			/*
+			 * Closing device 1's mirror evicts its pages: they are
+			 * in system memory before the CPU touches them (a CPU
+			 * read would fault them back itself).
+			 */
 			ASSERT_EQ(close(self->fd[1]), 0);
 			self->fd[1] = hmm_folio_open(1, &why);
 			ASSERT_GE(self->fd[1], 0);
+			expect_on(_metadata, self, 1, p, -1,
+				  "after device 1's close");
+			ASSERT_EQ(hmm_folio_snapshot_expect(self->fd[1], p,
+							    self->npages,
+							    HMM_FOLIO_SNAP_SYSTEM,
+							    "evicted by the close"), 0);
 			ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p,
 						  gen, "after device 1's close"),
 				  0);
-			expect_on(_metadata, self, 1, p, -1,
-				  "after device 1's close");
 			ASSERT_EQ(munmap(p, self->size), 0);
 		}
 	}

@@ -372,27 +372,34 @@ void *hmm_folio_map_aligned(size_t size)
 }
 
 /*
- * Whether the VMA at @addr maps @size bytes of THP (AnonHugePages in
- * /proc/self/smaps): vm_util's check_huge_anon() took a length argument in
- * 7.3, so that the tests build against both.
+ * A field of the smaps entry of the VMA that starts at @addr, in kB, or -1:
+ * vm_util's check_huge_anon() took a length argument in 7.3, so the tests
+ * read smaps themselves to build against both.
  */
-bool hmm_folio_is_thp(void *addr, size_t size)
+long hmm_folio_smaps_kb(void *addr, const char *field)
 {
-	char pattern[32], buf[256];
+	char pattern[32], buf[256], fmt[48];
 	unsigned long kb;
-	bool ret = false;
+	long ret = -1;
 	FILE *fp;
 
 	fp = fopen("/proc/self/smaps", "r");
 	if (!fp)
-		return false;
+		return -1;
 	snprintf(pattern, sizeof(pattern), "%08lx-", (unsigned long)addr);
+	snprintf(fmt, sizeof(fmt), "%s %%lu", field);
 	if (check_for_pattern(fp, pattern, buf, sizeof(buf)) &&
-	    check_for_pattern(fp, "AnonHugePages:", buf, sizeof(buf)) &&
-	    sscanf(buf, "AnonHugePages: %lu", &kb) == 1)
-		ret = kb == size >> 10;
+	    check_for_pattern(fp, field, buf, sizeof(buf)) &&
+	    sscanf(buf, fmt, &kb) == 1)
+		ret = kb;
 	fclose(fp);
 	return ret;
+}
+
+/* Whether the VMA at @addr maps @size bytes of THP (AnonHugePages). */
+bool hmm_folio_is_thp(void *addr, size_t size)
+{
+	return hmm_folio_smaps_kb(addr, "AnonHugePages:") == (long)(size >> 10);
 }
 
 void hmm_folio_unmap_aligned(void *p, size_t size)

@@ -126,6 +126,8 @@ unsigned long hmm_folio_nonzero_pages(const void *p, size_t size);
 /* Map @size bytes, @size aligned, with MADV_HUGEPAGE. NULL on failure. */
 void *hmm_folio_map_aligned(size_t size);
 bool hmm_folio_is_thp(void *addr, size_t size);
+/* @field ("Rss:") of the smaps entry of the VMA at @addr in kB, or -1. */
+long hmm_folio_smaps_kb(void *addr, const char *field);
 void hmm_folio_unmap_aligned(void *p, size_t size);
 /*
  * A new THP of @size bytes, tagged with generation @gen, migrated through
