@@ -63,7 +63,7 @@ tests:
 
 PATCHES ?= kselftest-patches
 TARBALL ?= kselftest.tar.gz
-KSELFTEST = selftests/mm/kselftest-install.sh
+KSELFTEST = selftests/kselftest/kselftest-install.sh
 # Never the cached Debian tree by default: it is shared by every run.
 need_ksrc = $(if $(filter command line environment,$(origin KSRC)),,$\
 	$(error $@ needs KSRC=DIR, the kernel tree to work on))

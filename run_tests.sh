@@ -367,7 +367,7 @@ cp "$RUNNER/guest-init.sh" "$root/init"
 if [ $kselftest = 1 ]; then
 	log "building the kselftest tarball (the tree's mm tests with ours)"
 	run_logged "kselftest tarball" "$outdir/kselftest-build.log" \
-		"$REPO/selftests/mm/kselftest-install.sh" tarball "$ksrc" "$kbuild" \
+		"$REPO/selftests/kselftest/kselftest-install.sh" tarball "$ksrc" "$kbuild" \
 		"$outdir/kselftest.tar.gz" "$outdir/module" ||
 		die_infra "building the kselftest tarball failed (log: $outdir/kselftest-build.log)"
 	grep 'kselftest.tar.gz:' "$outdir/kselftest-build.log" | sed 's/^kselftest-install: /    /'

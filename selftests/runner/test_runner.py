@@ -417,7 +417,7 @@ class Kselftest(unittest.TestCase):
         return subprocess.run(args, capture_output=True, text=True, timeout=60)
 
     def test_install_usage(self):
-        tool = os.path.join(REPO, "selftests/mm/kselftest-install.sh")
+        tool = os.path.join(REPO, "selftests/kselftest/kselftest-install.sh")
         r = self.sh(tool, "install", "/tmp")
         self.assertEqual(r.returncode, 1)
         self.assertIn("not a kernel tree with mm selftests", r.stderr)

@@ -23,13 +23,16 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+tests=$repo/selftests/mm
 MM=tools/testing/selftests/mm
 STATE=$MM/.hmm-folio.patch
 series=		# the lib/test_hmm series for the tree (check_tree)
 PROGS="hmm-folio-thp hmm-folio-reuse hmm-folio-ioctl hmm-folio-pin hmm-folio-numa
 	hmm-folio-twodev hmm-folio-stress hmm-folio-teardown"
-OURS="$(printf '%s.c ' $PROGS)hmm_folio_util.c hmm_folio_util.h hmm_folio_splats.h hmm-folio.mk
-	test_hmm_folio.sh ksft_hmm_folio.sh"
+# What goes into the tree's mm dir: the tests' sources (selftests/mm) and
+# the glue that builds and runs them there (this dir).
+SOURCES="$(printf '%s.c ' $PROGS)hmm_folio_util.c hmm_folio_util.h hmm_folio_splats.h"
+GLUE="hmm-folio.mk test_hmm_folio.sh ksft_hmm_folio.sh"
 
 # Scratch dirs, removed when the script exits.
 scratch=()
@@ -97,10 +100,11 @@ make_series() {
 		gitq "$g" am -q "$d/$p" || die "git am $p failed"
 	done <"$repo/lib/test_hmm/$s"
 
-	for f in $OURS; do
+	for f in $SOURCES $GLUE; do
 		[ ! -e "$t/$MM/$f" ] || die "$t/$MM/$f exists already: not ours to overwrite"
-		cp -p "$here/$f" "$g/$MM/"
 	done
+	for f in $SOURCES; do cp -p "$tests/$f" "$g/$MM/"; done
+	for f in $GLUE; do cp -p "$here/$f" "$g/$MM/"; done
 	printf '\ninclude hmm-folio.mk\n' >>"$g/$MM/Makefile"
 	awk '
 	{ print }
@@ -116,7 +120,7 @@ make_series() {
 	}
 	END { exit !(u && c) }' "$t/$MM/run_vmtests.sh" >"$g/$MM/run_vmtests.sh" ||
 		die "$t/$MM/run_vmtests.sh has no hmm category to add ours next to"
-	grep -h '^CONFIG_' "$here/config" | while read -r l; do
+	grep -h '^CONFIG_' "$tests/config" | while read -r l; do
 		grep -qx "$l" "$g/$MM/config" 2>/dev/null || echo "$l"
 	done >>"$g/$MM/config"
 	# 7.3's mm/.gitignore ignores all but sources: add only what it does not.
