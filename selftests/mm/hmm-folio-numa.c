@@ -173,11 +173,7 @@ static void numa_expect_system(struct __test_metadata *_metadata, int fd,
  * policy: where a folio faulted back from reused device memory lands.
  */
 
-enum back_how {
-	BACK_READ,	/* CPU read fault of the device PMD */
-	BACK_WRITE,	/* CPU write fault, new generation */
-	BACK_MIGRATE,	/* HMM_DMIRROR_MIGRATE_TO_SYS */
-};
+/* Back (enum back_how, hmm_folio_util.h) by READ, WRITE or MIGRATE. */
 
 enum place_how {
 	PLACE_MBIND,	/* mbind() of the range before it is touched */
@@ -329,17 +325,10 @@ static __u64 policy_to_device(struct __test_metadata *_metadata,
 			      FIXTURE_DATA(policy) *self, char *p,
 			      unsigned int gen)
 {
-	struct hmm_dmirror_cmd cmd;
 	unsigned long i;
 
-	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p,
-				self->mirror, self->npages, &cmd), 0);
-	ASSERT_EQ(cmd.cpages, self->npages);
-	ASSERT_EQ(hmm_folio_check(self->mirror, self->size, (uintptr_t)p, gen,
-				  "device copy after MIGRATE_TO_DEV"), 0);
-	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
-					    HMM_FOLIO_PROT_DEV_PMD,
-					    "after MIGRATE_TO_DEV"), 0);
+	ASSERT_EQ(hmm_folio_to_device(self->fd, p, self->size, self->mirror,
+				      gen, HMM_FOLIO_PROT_DEV_PMD), 0);
 	ASSERT_EQ(hmm_folio_devpfn(self->fd, p, self->npages, self->pfns), 0);
 	for (i = 0; i < self->npages; i++)
 		ASSERT_EQ(self->pfns[i].offset, self->pfns[0].offset + i)
@@ -347,13 +336,11 @@ static __u64 policy_to_device(struct __test_metadata *_metadata,
 	ASSERT_EQ(hmm_folio_check_folios(self->fd, HMM_DMIRROR_CHECK_RANGE, 0,
 					 p, self->npages), 0);
 	EXPECT_NODE(p, self->npages, -1, "on the device");
-	HMM_FOLIO_STEP_DONE("migrating the THP to the device");
 	return self->pfns[0].offset;
 }
 
 TEST_F_TIMEOUT(policy, fault_back_node, 60)
 {
-	struct hmm_dmirror_cmd cmd;
 	unsigned int gen = 1;
 	__u64 block;
 	int node = -1;
@@ -372,20 +359,8 @@ TEST_F_TIMEOUT(policy, fault_back_node, 60)
 	ASSERT_EQ(policy_to_device(_metadata, self, p, gen), block)
 		TH_LOG("the freed device block was not reused");
 
-	switch (variant->back) {
-	case BACK_READ:
-		break;
-	case BACK_WRITE:
-		gen++;
-		hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
-		break;
-	case BACK_MIGRATE:
-		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_SYS,
-					p, NULL, self->npages, &cmd), 0);
-		break;
-	}
-	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
-				  "CPU view after fault-back"), 0);
+	ASSERT_EQ(hmm_folio_back(self->fd, p, self->size, self->mirror, &gen,
+				 variant->back), 0);
 	numa_expect_system(_metadata, self->fd, self->mirror, p, self->npages,
 			   "after fault-back");
 	EXPECT_NODE(p, self->npages, variant->second, "after fault-back");

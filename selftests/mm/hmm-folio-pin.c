@@ -359,18 +359,8 @@ static void fixed_to_device(struct __test_metadata *_metadata,
 			    FIXTURE_DATA(fixed) *self, char *p,
 			    unsigned int gen)
 {
-	struct hmm_dmirror_cmd cmd;
-
-	memset(self->mirror, 0, self->size);
-	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p,
-				self->mirror, self->npages, &cmd), 0);
-	ASSERT_EQ(cmd.cpages, self->npages);
-	ASSERT_EQ(hmm_folio_check(self->mirror, self->size, (uintptr_t)p, gen,
-				  "device copy after MIGRATE_TO_DEV"), 0);
-	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
-					    HMM_FOLIO_PROT_DEV_PMD,
-					    "after MIGRATE_TO_DEV"), 0);
-	HMM_FOLIO_STEP_DONE("migrating the THP to the device");
+	ASSERT_EQ(hmm_folio_to_device(self->fd, p, self->size, self->mirror,
+				      gen, HMM_FOLIO_PROT_DEV_PMD), 0);
 }
 
 TEST_F_TIMEOUT(fixed, lifecycle, 60)

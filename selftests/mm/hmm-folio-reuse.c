@@ -50,27 +50,7 @@ FIXTURE(reuse)
 	struct hmm_dmirror_devpfn *pfns;
 };
 
-/* How the PMD-order device folio is freed while it sits on the device. */
-enum free_how {
-	FREE_MUNMAP,		/* zap of the device PMD */
-	FREE_MUNMAP_PARTIAL,	/* half unmapped (PMD split), then the rest */
-	FREE_DONTNEED,		/* MADV_DONTNEED, VMA kept: must read zero */
-	FREE_MADV_FREE,		/* MADV_FREE (kept on the device), then munmap */
-	FREE_MREMAP,		/* moved by mremap, checked there, then munmap */
-	FREE_EXIT,		/* exit of the process that owns it */
-	FREE_FORK,		/* shared with a child after fork; both let go */
-	FREE_RELEASE,		/* device release evicts it to system memory */
-};
-
-/* How the reused memory comes back to system memory. */
-enum back_how {
-	BACK_READ,		/* CPU read fault */
-	BACK_WRITE,		/* CPU write fault, new generation */
-	BACK_MIGRATE,		/* HMM_DMIRROR_MIGRATE_TO_SYS of the range */
-	BACK_DEVICE_READ,	/* read through the mirror first, then CPU read */
-	BACK_PTE,		/* MIGRATE_TO_SYS of one page (splits a PMD), then the rest */
-	BACK_DEVICE_WRITE,	/* new generation written through the mirror, then CPU read */
-};
+/* Free (enum free_how) and back (enum back_how): hmm_folio_util.h. */
 
 /* What the range holds when it is migrated to the device. */
 enum reach_how {
@@ -200,22 +180,6 @@ FIXTURE_TEARDOWN(reuse)
 	HMM_FOLIO_FAIL_ON_SPLATS(splats);
 }
 
-/* @size bytes of anonymous memory, tagged with @gen; a THP or not. */
-static char *range_new(struct __test_metadata *_metadata,
-		       FIXTURE_DATA(reuse) *self, bool thp, unsigned int gen)
-{
-	char *p = hmm_folio_map_aligned(self->size);
-
-	ASSERT_NE(p, NULL);
-	if (!thp)
-		ASSERT_EQ(madvise(p, self->size, MADV_NOHUGEPAGE), 0);
-	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
-	if (thp)
-		ASSERT_TRUE(hmm_folio_is_thp(p, self->size))
-			TH_LOG("no PMD-sized THP at %p after MADV_HUGEPAGE", p);
-	return p;
-}
-
 /*
  * Migrate [p, +size) to the device and check the device's copy, the folio
  * invariants and where it landed. Returns the device offset of the first page.
@@ -224,14 +188,13 @@ static __u64 range_to_device(struct __test_metadata *_metadata,
 			     FIXTURE_DATA(reuse) *self, char *p,
 			     unsigned int gen, unsigned int order)
 {
-	struct hmm_dmirror_cmd cmd;
 	unsigned long i;
 
-	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p,
-				self->mirror, self->npages, &cmd), 0);
-	ASSERT_EQ(cmd.cpages, self->npages);
-	ASSERT_EQ(hmm_folio_check(self->mirror, self->size, (uintptr_t)p, gen,
-				  "device copy after MIGRATE_TO_DEV"), 0);
+	/* The CPU's page table: one device PMD, or device PTEs. */
+	ASSERT_EQ(hmm_folio_to_device(self->fd, p, self->size, self->mirror,
+				      gen, order == self->pmd_order ?
+				      HMM_FOLIO_PROT_DEV_PMD :
+				      HMM_FOLIO_PROT_DEV_PTE), 0);
 	ASSERT_EQ(hmm_folio_devpfn(self->fd, p, self->npages, self->pfns), 0);
 	for (i = 0; i < self->npages; i++) {
 		struct hmm_dmirror_devpfn *d = &self->pfns[i];
@@ -249,13 +212,7 @@ static __u64 range_to_device(struct __test_metadata *_metadata,
 	}
 	ASSERT_EQ(hmm_folio_check_folios(self->fd, HMM_DMIRROR_CHECK_RANGE, 0,
 					 p, self->npages), 0);
-	/* The CPU's page table: one device PMD, or device PTEs. */
-	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
-					    order == self->pmd_order ?
-					    HMM_FOLIO_PROT_DEV_PMD :
-					    HMM_FOLIO_PROT_DEV_PTE,
-					    "after MIGRATE_TO_DEV"), 0);
-	HMM_FOLIO_STEP_DONE("migrating the range to the device");
+	HMM_FOLIO_STEP_DONE("checking the range's device folios");
 	return self->pfns[0].offset;
 }
 
@@ -276,53 +233,171 @@ static unsigned int range_back(struct __test_metadata *_metadata,
 			       FIXTURE_DATA(reuse) *self, char *p,
 			       unsigned int gen, enum back_how back)
 {
-	struct hmm_dmirror_cmd cmd;
 	unsigned long i;
 
-	switch (back) {
-	case BACK_READ:
-		break;
-	case BACK_WRITE:
-		hmm_folio_fill(p, self->size, (uintptr_t)p, ++gen);
-		break;
-	case BACK_MIGRATE:
-		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_SYS, p,
-					NULL, self->npages, &cmd), 0);
-		break;
-	case BACK_DEVICE_READ:
-		memset(self->mirror, 0, self->size);
-		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_READ, p,
-					self->mirror, self->npages, &cmd), 0);
-		ASSERT_EQ(hmm_folio_check(self->mirror, self->size, (uintptr_t)p,
-					  gen, "device read"), 0);
-		break;
-	case BACK_DEVICE_WRITE:
-		hmm_folio_fill(self->mirror, self->size, (uintptr_t)p, ++gen);
-		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_WRITE, p,
-					self->mirror, self->npages, &cmd), 0);
-		break;
-	case BACK_PTE:
+	if (back == BACK_PTE) {
+		/* One page alone first: splits the PMD; then a CPU read. */
 		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_SYS,
-					p + psize(), NULL, 1, &cmd), 0);
+					p + psize(), NULL, 1, NULL), 0);
 		ASSERT_EQ(hmm_folio_check(p + psize(), psize(),
 					  (uintptr_t)p + psize(), gen,
 					  "page migrated back alone"), 0);
 		ASSERT_EQ(hmm_folio_check_folios(self->fd,
 						 HMM_DMIRROR_CHECK_RANGE, 0, p,
 						 self->npages), 0);
-		break;
+		back = BACK_READ;
 	}
-	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
-				  "CPU view after fault-back"), 0);
+	ASSERT_EQ(hmm_folio_back(self->fd, p, self->size, self->mirror, &gen,
+				 back), 0);
 	ASSERT_EQ(hmm_folio_devpfn(self->fd, p, self->npages, self->pfns), 0);
 	for (i = 0; i < self->npages; i++)
 		ASSERT_EQ(self->pfns[i].offset, HMM_DMIRROR_DEVPFN_NONE)
 			TH_LOG("page %lu still on the device after fault-back", i);
-	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
-					    HMM_FOLIO_SNAP_SYSTEM,
-					    "after fault-back"), 0);
-	HMM_FOLIO_STEP_DONE("bringing the range back");
 	return gen;
+}
+
+/*
+ * mremap of the device range: DONTUNMAP and GROW move it (returned, its
+ * data tagged anew there), SHRINK drops its second half (splits the PMD)
+ * and maps fresh memory in its place.
+ */
+static char *op_mremap(struct __test_metadata *_metadata,
+		       FIXTURE_DATA(reuse) *self, char *p, unsigned int *gen,
+		       enum op_how op)
+{
+	size_t half = self->size / 2;
+	char *q;
+
+	switch (op) {
+	case OP_MREMAP_DONTUNMAP:
+		q = mremap(p, self->size, self->size,
+			   MREMAP_MAYMOVE | MREMAP_DONTUNMAP, NULL);
+		ASSERT_NE(q, MAP_FAILED);
+		ASSERT_EQ(hmm_folio_nonzero_pages(p, self->size), 0)
+			TH_LOG("the range left behind by MREMAP_DONTUNMAP is not empty");
+		ASSERT_EQ(munmap(p, self->size), 0);
+		/* The data moved with the pages: tags of the old address. */
+		ASSERT_EQ(hmm_folio_check(q, self->size, (uintptr_t)p, *gen,
+					  "after MREMAP_DONTUNMAP"), 0);
+		break;
+	case OP_MREMAP_SHRINK:
+		ASSERT_EQ(mremap(p, self->size, half, 0), p);
+		ASSERT_EQ(hmm_folio_check(p, half, (uintptr_t)p, *gen,
+					  "after shrinking mremap"), 0);
+		q = mmap(p + half, half, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+		ASSERT_EQ(q, p + half);
+		q = p;
+		break;
+	case OP_MREMAP_GROW:
+		q = mremap(p, self->size, 2 * self->size, MREMAP_MAYMOVE);
+		ASSERT_NE(q, MAP_FAILED);
+		ASSERT_EQ(hmm_folio_check(q, self->size, (uintptr_t)p, *gen,
+					  "after growing mremap"), 0);
+		ASSERT_EQ(munmap(q + self->size, self->size), 0);
+		break;
+	default:
+		ASSERT_TRUE(false) TH_LOG("op %d is no mremap", op);
+	}
+	hmm_folio_fill(q, self->size, (uintptr_t)q, ++*gen);
+	return q;
+}
+
+/* Child and parent write their own copies: neither sees the other's. */
+static void op_fork_cow(struct __test_metadata *_metadata,
+			FIXTURE_DATA(reuse) *self, char *p, unsigned int *gen)
+{
+	int status;
+	pid_t pid;
+
+	pid = fork();
+	ASSERT_GE(pid, 0);
+	if (!pid) {
+		hmm_folio_fill(p, self->size, (uintptr_t)p, *gen + 100);
+		ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p,
+					  *gen + 100, "child's copy"), 0);
+		_exit(0);
+	}
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
+	/* The child's writes must not show through. */
+	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, *gen,
+				  "parent after the child's COW writes"), 0);
+	hmm_folio_fill(p, self->size, (uintptr_t)p, ++*gen);
+}
+
+/*
+ * madvise of the device range. Each has one answer for a device-private
+ * PMD: COLD, PAGEOUT and WILLNEED skip what is not present, NOHUGEPAGE only
+ * sets a VMA flag; COLLAPSE finds no present PMD to collapse (EINVAL, as
+ * 7.2.13 and 7.3.4 say). None may break it.
+ */
+static void op_madvise(struct __test_metadata *_metadata,
+		       FIXTURE_DATA(reuse) *self, char *p, enum op_how op)
+{
+	static const int advice[] = {
+		[OP_MADV_COLD] = MADV_COLD,
+		[OP_MADV_PAGEOUT] = MADV_PAGEOUT,
+		[OP_MADV_WILLNEED] = MADV_WILLNEED,
+		[OP_MADV_NOHUGEPAGE] = MADV_NOHUGEPAGE,
+		[OP_MADV_COLLAPSE] = MADV_COLLAPSE,
+	};
+	static const int answer[] = {
+		[OP_MADV_COLLAPSE] = EINVAL,
+	};
+	int ret;
+
+	errno = 0;
+	ret = madvise(p, self->size, advice[op]);
+	ASSERT_EQ(ret ? errno : 0, answer[op])
+		TH_LOG("madvise(%d): %s, expected %s", advice[op],
+		       ret ? strerror(errno) : "success",
+		       answer[op] ? strerror(answer[op]) : "success");
+}
+
+/* What /proc says of the device range: pagemap and smaps. */
+static void op_proc(struct __test_metadata *_metadata,
+		    FIXTURE_DATA(reuse) *self, char *p, enum op_how op)
+{
+	unsigned long i;
+	int pagemap_fd;
+
+	if (op == OP_SMAPS) {
+		/*
+		 * smaps_pmd_entry() accounts a device-private PMD's folio: the
+		 * whole range is resident and one anonymous THP.
+		 */
+		ASSERT_EQ(hmm_folio_smaps_kb(p, "Rss:"), (long)(self->size >> 10));
+		ASSERT_EQ(hmm_folio_smaps_kb(p, "AnonHugePages:"),
+			  (long)(self->size >> 10));
+		return;
+	}
+	pagemap_fd = open("/proc/self/pagemap", O_RDONLY);
+	ASSERT_GE(pagemap_fd, 0);
+	for (i = 0; i < self->npages; i++) {
+		uint64_t e = pagemap_get_entry(pagemap_fd, p + i * psize());
+
+		ASSERT_FALSE(e & PM_PRESENT)
+			TH_LOG("page %lu present in pagemap while on the device", i);
+		ASSERT_TRUE(e & PM_SWAP);
+	}
+	close(pagemap_fd);
+}
+
+/* Nothing touched the data: still one PMD-order device folio. */
+static void expect_device_pmd(struct __test_metadata *_metadata,
+			      FIXTURE_DATA(reuse) *self, char *p)
+{
+	unsigned long i;
+
+	ASSERT_EQ(hmm_folio_devpfn(self->fd, p, self->npages, self->pfns), 0);
+	for (i = 0; i < self->npages; i++)
+		ASSERT_EQ(self->pfns[i].order, self->pmd_order)
+			TH_LOG("page %lu: order %u offset %#llx after the operation",
+			       i, self->pfns[i].order,
+			       (unsigned long long)self->pfns[i].offset);
+	ASSERT_EQ(hmm_folio_check_folios(self->fd, HMM_DMIRROR_CHECK_RANGE, 0,
+					 p, self->npages), 0);
 }
 
 /*
@@ -334,13 +409,6 @@ static char *range_op(struct __test_metadata *_metadata,
 		      FIXTURE_DATA(reuse) *self, char *p, unsigned int *gen,
 		      enum op_how op)
 {
-	size_t half = self->size / 2;
-	int pagemap_fd, status;
-	unsigned long i;
-	char *q = NULL;
-	pid_t pid;
-	int ret;
-
 	switch (op) {
 	case OP_NONE:
 		return p;
@@ -355,118 +423,31 @@ static char *range_op(struct __test_metadata *_metadata,
 		ASSERT_EQ(mprotect(p, self->size, PROT_READ | PROT_WRITE), 0);
 		break;
 	case OP_MREMAP_DONTUNMAP:
-		q = mremap(p, self->size, self->size,
-			   MREMAP_MAYMOVE | MREMAP_DONTUNMAP, NULL);
-		ASSERT_NE(q, MAP_FAILED);
-		ASSERT_EQ(hmm_folio_nonzero_pages(p, self->size), 0)
-			TH_LOG("the range left behind by MREMAP_DONTUNMAP is not empty");
-		ASSERT_EQ(munmap(p, self->size), 0);
-		/* The data moved with the pages: tags of the old address. */
-		ASSERT_EQ(hmm_folio_check(q, self->size, (uintptr_t)p, *gen,
-					  "after MREMAP_DONTUNMAP"), 0);
-		hmm_folio_fill(q, self->size, (uintptr_t)q, ++*gen);
-		HMM_FOLIO_STEP_DONE("the operation on the device range");
-		return q;
-	case OP_MREMAP_SHRINK:
-		ASSERT_EQ(mremap(p, self->size, half, 0), p);
-		ASSERT_EQ(hmm_folio_check(p, half, (uintptr_t)p, *gen,
-					  "after shrinking mremap"), 0);
-		q = mmap(p + half, half, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-		ASSERT_EQ(q, p + half);
-		hmm_folio_fill(p, self->size, (uintptr_t)p, ++*gen);
-		break;
 	case OP_MREMAP_GROW:
-		q = mremap(p, self->size, 2 * self->size, MREMAP_MAYMOVE);
-		ASSERT_NE(q, MAP_FAILED);
-		ASSERT_EQ(hmm_folio_check(q, self->size, (uintptr_t)p, *gen,
-					  "after growing mremap"), 0);
-		ASSERT_EQ(munmap(q + self->size, self->size), 0);
-		hmm_folio_fill(q, self->size, (uintptr_t)q, ++*gen);
+		/* Moved, with new tags: the CPU checked it where it went. */
+		p = op_mremap(_metadata, self, p, gen, op);
 		HMM_FOLIO_STEP_DONE("the operation on the device range");
-		return q;
+		return p;
+	case OP_MREMAP_SHRINK:
+		op_mremap(_metadata, self, p, gen, op);
+		break;
 	case OP_FORK_COW:
-		pid = fork();
-		ASSERT_GE(pid, 0);
-		if (!pid) {
-			hmm_folio_fill(p, self->size, (uintptr_t)p, *gen + 100);
-			ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p,
-						  *gen + 100, "child's copy"), 0);
-			_exit(0);
-		}
-		ASSERT_EQ(waitpid(pid, &status, 0), pid);
-		ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
-		/* The child's writes must not show through. */
-		ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, *gen,
-					  "parent after the child's COW writes"), 0);
-		hmm_folio_fill(p, self->size, (uintptr_t)p, ++*gen);
+		op_fork_cow(_metadata, self, p, gen);
 		break;
 	case OP_MADV_COLD:
 	case OP_MADV_PAGEOUT:
 	case OP_MADV_WILLNEED:
 	case OP_MADV_NOHUGEPAGE:
-	case OP_MADV_COLLAPSE: {
-		static const int advice[] = {
-			[OP_MADV_COLD] = MADV_COLD,
-			[OP_MADV_PAGEOUT] = MADV_PAGEOUT,
-			[OP_MADV_WILLNEED] = MADV_WILLNEED,
-			[OP_MADV_NOHUGEPAGE] = MADV_NOHUGEPAGE,
-			[OP_MADV_COLLAPSE] = MADV_COLLAPSE,
-		};
-		/*
-		 * Each has one answer for a device-private PMD: COLD, PAGEOUT
-		 * and WILLNEED skip what is not present, NOHUGEPAGE only sets
-		 * a VMA flag; COLLAPSE finds no present PMD to collapse
-		 * (EINVAL, as 7.2.13 and 7.3.4 say). None may break it.
-		 */
-		static const int answer[] = {
-			[OP_MADV_COLLAPSE] = EINVAL,
-		};
-
-		errno = 0;
-		ret = madvise(p, self->size, advice[op]);
-		ASSERT_EQ(ret ? errno : 0, answer[op])
-			TH_LOG("madvise(%d): %s, expected %s", advice[op],
-			       ret ? strerror(errno) : "success",
-			       answer[op] ? strerror(answer[op]) : "success");
+	case OP_MADV_COLLAPSE:
+		op_madvise(_metadata, self, p, op);
 		break;
-	}
 	case OP_PAGEMAP:
-		pagemap_fd = open("/proc/self/pagemap", O_RDONLY);
-		ASSERT_GE(pagemap_fd, 0);
-		for (i = 0; i < self->npages; i++) {
-			uint64_t e = pagemap_get_entry(pagemap_fd,
-						       p + i * psize());
-
-			ASSERT_FALSE(e & PM_PRESENT)
-				TH_LOG("page %lu present in pagemap while on the device", i);
-			ASSERT_TRUE(e & PM_SWAP);
-		}
-		close(pagemap_fd);
-		break;
 	case OP_SMAPS:
-		/*
-		 * smaps_pmd_entry() accounts a device-private PMD's folio: the
-		 * whole range is resident and one anonymous THP.
-		 */
-		ASSERT_EQ(hmm_folio_smaps_kb(p, "Rss:"), (long)(self->size >> 10));
-		ASSERT_EQ(hmm_folio_smaps_kb(p, "AnonHugePages:"),
-			  (long)(self->size >> 10));
+		op_proc(_metadata, self, p, op);
 		break;
 	}
-	if (op != OP_MPROTECT_RO && op != OP_MREMAP_SHRINK && op != OP_FORK_COW) {
-		/* Nothing above touched the data: still the PMD device folio. */
-		ASSERT_EQ(hmm_folio_devpfn(self->fd, p, self->npages,
-					   self->pfns), 0);
-		for (i = 0; i < self->npages; i++)
-			ASSERT_EQ(self->pfns[i].order, self->pmd_order)
-				TH_LOG("page %lu: order %u offset %#llx after the operation",
-				       i, self->pfns[i].order,
-				       (unsigned long long)self->pfns[i].offset);
-		ASSERT_EQ(hmm_folio_check_folios(self->fd,
-						 HMM_DMIRROR_CHECK_RANGE, 0, p,
-						 self->npages), 0);
-	}
+	if (op != OP_MPROTECT_RO && op != OP_MREMAP_SHRINK && op != OP_FORK_COW)
+		expect_device_pmd(_metadata, self, p);
 	/* And the data is intact when the CPU faults it back. */
 	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, *gen,
 				  "after the operation"), 0);
@@ -504,10 +485,7 @@ static void range_free(struct __test_metadata *_metadata,
 		ASSERT_EQ(munmap(p, half), 0);
 		break;
 	case FREE_DONTNEED:
-		ASSERT_EQ(madvise(p, self->size, MADV_DONTNEED), 0);
-		/* The freed device folio must not come back: fresh zero pages. */
-		ASSERT_EQ(hmm_folio_nonzero_pages(p, self->size), 0)
-			TH_LOG("pages not zero after MADV_DONTNEED");
+		ASSERT_EQ(hmm_folio_dontneed(p, self->size), 0);
 		ASSERT_EQ(munmap(p, self->size), 0);
 		break;
 	case FREE_MADV_FREE:
@@ -553,6 +531,8 @@ static void range_free(struct __test_metadata *_metadata,
 					  "CPU view after device release"), 0);
 		ASSERT_EQ(munmap(p, self->size), 0);
 		break;
+	default:
+		ASSERT_TRUE(false) TH_LOG("no such free in this table");
 	}
 	HMM_FOLIO_STEP_DONE("freeing the device folio");
 }
@@ -599,7 +579,7 @@ static void reuse_no_data(struct __test_metadata *_metadata,
 	ASSERT_EQ(after.free_pages - before.free_pages,
 		  after.total_pages - before.total_pages);
 
-	p = range_new(_metadata, self, false, ++gen);
+	p = HMM_FOLIO_NEW_RANGE(self->size, false, ++gen);
 	range_to_device(_metadata, self, p, gen, 0);
 	for (i = 0; i < self->npages; i++)
 		for (j = 0; j < self->npages; j++)
@@ -710,6 +690,126 @@ static void reuse_mixed(struct __test_metadata *_metadata,
 	free(mirror);
 }
 
+/* 512 order-0 device pages, freed by munmap, make the next PMD folio. */
+static void reuse_assemble_pmd(struct __test_metadata *_metadata,
+			       FIXTURE_DATA(reuse) *self,
+			       const FIXTURE_VARIANT(reuse) *variant)
+{
+	struct hmm_dmirror_alloc_stats before, after;
+	struct hmm_dmirror_devpfn *small;
+	unsigned int gen = 1;
+	__u64 base;
+	char *p;
+
+	ASSERT_EQ(hmm_folio_stats(self->fd, &before), 0);
+	p = HMM_FOLIO_NEW_RANGE(self->size, false, gen);
+	range_to_device(_metadata, self, p, gen, 0);
+	small = malloc(self->npages * sizeof(*small));
+	ASSERT_NE(small, NULL);
+	memcpy(small, self->pfns, self->npages * sizeof(*small));
+	ASSERT_EQ(munmap(p, self->size), 0);
+	/* ...must be assembled into the next PMD-order folio. */
+	p = HMM_FOLIO_NEW_RANGE(self->size, true, ++gen);
+	base = range_to_device(_metadata, self, p, gen, self->pmd_order);
+	memcpy(self->pfns, small, self->npages * sizeof(*small));
+	free(small);
+	ASSERT_EQ(overlap(self, base), self->npages)
+		TH_LOG("the PMD folio at %#llx is not made of the freed pages",
+		       (unsigned long long)base);
+	ASSERT_EQ(hmm_folio_stats(self->fd, &after), 0);
+	ASSERT_GE(after.cross_order_pages - before.cross_order_pages,
+		  self->npages)
+		TH_LOG("the PMD folio did not reuse order-0 memory");
+	range_back(_metadata, self, p, gen, variant->back);
+	ASSERT_EQ(munmap(p, self->size), 0);
+}
+
+/*
+ * A THP becomes one PMD-order device folio, the row's operation is done to
+ * it and it is freed there the row's way. Returns its device offset.
+ */
+static __u64 reuse_free_thp(struct __test_metadata *_metadata,
+			    FIXTURE_DATA(reuse) *self,
+			    const FIXTURE_VARIANT(reuse) *variant,
+			    unsigned int *gen)
+{
+	__u64 base, *shared;
+	pid_t pid;
+	char *p;
+
+	if (variant->free != FREE_EXIT) {
+		p = HMM_FOLIO_NEW_RANGE(self->size, true, *gen);
+		base = range_to_device(_metadata, self, p, *gen,
+				       self->pmd_order);
+		p = range_op(_metadata, self, p, gen, variant->op);
+		range_free(_metadata, self, p, *gen, base, variant->free);
+		return base;
+	}
+	shared = mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(shared, MAP_FAILED);
+	pid = hmm_folio_fork_owner(&self->fd, 1);
+	ASSERT_GE(pid, 0);
+	if (!pid) {
+		p = HMM_FOLIO_NEW_RANGE(self->size, true, *gen);
+		*shared = range_to_device(_metadata, self, p, *gen,
+					  self->pmd_order);
+		_exit(0);	/* with the folio on the device */
+	}
+	ASSERT_EQ(hmm_folio_wait_owner(pid), 0);
+	base = *shared;
+	munmap(shared, sizeof(*shared));
+	return base;
+}
+
+/* The freed PMD block at @base, reused at the row's orders. */
+static void reuse_at_orders(struct __test_metadata *_metadata,
+			    FIXTURE_DATA(reuse) *self,
+			    const FIXTURE_VARIANT(reuse) *variant, __u64 base,
+			    unsigned int *gen)
+{
+	static const unsigned int orders[] = { 8, 1, 5, 0, 3 };
+	unsigned int r;
+	char *p;
+
+	switch (variant->how) {
+	case REUSE_ROUNDS:
+		for (r = 0; r < sizeof(orders) / sizeof(orders[0]); r++) {
+			/* order 0 by migration, then N directly, then 9 again */
+			p = HMM_FOLIO_NEW_RANGE(self->size, false, ++*gen);
+			range_to_device(_metadata, self, p, *gen, 0);
+			ASSERT_EQ(overlap(self, base), self->npages)
+				TH_LOG("round %u: order-0 pages off the block", r);
+			*gen = range_back(_metadata, self, p, *gen, BACK_READ);
+			ASSERT_EQ(munmap(p, self->size), 0);
+			ASSERT_EQ(hmm_folio_direct_cycle(self->fd, base,
+							 self->npages,
+							 orders[r]), 0);
+			p = HMM_FOLIO_NEW_RANGE(self->size, true, ++*gen);
+			ASSERT_EQ(range_to_device(_metadata, self, p, *gen,
+						  self->pmd_order), base)
+				TH_LOG("round %u: PMD folio off the block", r);
+			ASSERT_EQ(munmap(p, self->size), 0);
+		}
+		break;
+	case REUSE_MIGRATE_ORDER0:
+		p = HMM_FOLIO_NEW_RANGE(self->size, false, ++*gen);
+		range_to_device(_metadata, self, p, *gen, 0);
+		ASSERT_EQ(overlap(self, base), self->npages)
+			TH_LOG("order-0 pages did not reuse the freed PMD block at %#llx",
+			       (unsigned long long)base);
+		*gen = range_back(_metadata, self, p, *gen, variant->back);
+		ASSERT_EQ(munmap(p, self->size), 0);
+		break;
+	case REUSE_DIRECT:
+		ASSERT_EQ(hmm_folio_direct_cycle(self->fd, base, self->npages,
+						 variant->order), 0);
+		break;
+	default:
+		break;
+	}
+}
+
 TEST_F_TIMEOUT(reuse, lifecycle, 45)
 {
 	struct hmm_dmirror_alloc_stats before, after;
@@ -725,71 +825,15 @@ TEST_F_TIMEOUT(reuse, lifecycle, 45)
 		reuse_no_data(_metadata, self, variant);
 		return;
 	}
-	ASSERT_EQ(hmm_folio_stats(self->fd, &before), 0);
-
 	if (variant->how == REUSE_ASSEMBLE_PMD) {
-		/* 512 order-0 device pages, freed by munmap... */
-		struct hmm_dmirror_devpfn *small;
-
-		p = range_new(_metadata, self, false, gen);
-		range_to_device(_metadata, self, p, gen, 0);
-		small = malloc(self->npages * sizeof(*small));
-		ASSERT_NE(small, NULL);
-		memcpy(small, self->pfns, self->npages * sizeof(*small));
-		ASSERT_EQ(munmap(p, self->size), 0);
-		/* ...must be assembled into the next PMD-order folio. */
-		p = range_new(_metadata, self, true, ++gen);
-		base = range_to_device(_metadata, self, p, gen, self->pmd_order);
-		memcpy(self->pfns, small, self->npages * sizeof(*small));
-		free(small);
-		ASSERT_EQ(overlap(self, base), self->npages)
-			TH_LOG("the PMD folio at %#llx is not made of the freed pages",
-			       (unsigned long long)base);
-		ASSERT_EQ(hmm_folio_stats(self->fd, &after), 0);
-		ASSERT_GE(after.cross_order_pages - before.cross_order_pages,
-			  self->npages)
-			TH_LOG("the PMD folio did not reuse order-0 memory");
-		range_back(_metadata, self, p, gen, variant->back);
-		ASSERT_EQ(munmap(p, self->size), 0);
+		reuse_assemble_pmd(_metadata, self, variant);
 		return;
 	}
-
-	/* A THP becomes one PMD-order device folio, and is freed there. */
-	if (variant->free == FREE_EXIT) {
-		__u64 *shared = mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE,
-				     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-		int status;
-		pid_t pid;
-
-		ASSERT_NE(shared, MAP_FAILED);
-		pid = fork();
-		ASSERT_GE(pid, 0);
-		if (!pid) {
-			const char *why;
-
-			/* A mirror serves the mm that opened it. */
-			close(self->fd);
-			self->fd = hmm_folio_open(0, &why);
-			ASSERT_GE(self->fd, 0);
-			p = range_new(_metadata, self, true, gen);
-			*shared = range_to_device(_metadata, self, p, gen,
-						  self->pmd_order);
-			_exit(0);	/* with the folio on the device */
-		}
-		ASSERT_EQ(waitpid(pid, &status, 0), pid);
-		ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status))
-			TH_LOG("child failed (status %#x)", status);
-		base = *shared;
-		munmap(shared, sizeof(*shared));
-	} else {
-		p = range_new(_metadata, self, true, gen);
-		base = range_to_device(_metadata, self, p, gen, self->pmd_order);
-		p = range_op(_metadata, self, p, &gen, variant->op);
-		range_free(_metadata, self, p, gen, base, variant->free);
-	}
+	ASSERT_EQ(hmm_folio_stats(self->fd, &before), 0);
+	base = reuse_free_thp(_metadata, self, variant, &gen);
 	if (variant->free == FREE_RELEASE) {
 		/* New device memory: a THP goes there and is freed by munmap. */
-		p = range_new(_metadata, self, true, ++gen);
+		p = HMM_FOLIO_NEW_RANGE(self->size, true, ++gen);
 		base = range_to_device(_metadata, self, p, gen, self->pmd_order);
 		ASSERT_EQ(munmap(p, self->size), 0);
 	}
@@ -802,53 +846,14 @@ TEST_F_TIMEOUT(reuse, lifecycle, 45)
 		       (unsigned long long)after.free_pages,
 		       (unsigned long long)before.free_pages);
 
-	switch (variant->how) {
-	case REUSE_ROUNDS: {
-		static const unsigned int orders[] = { 8, 1, 5, 0, 3 };
-		unsigned int r;
-
-		for (r = 0; r < sizeof(orders) / sizeof(orders[0]); r++) {
-			/* order 0 by migration, then N directly, then 9 again */
-			p = range_new(_metadata, self, false, ++gen);
-			range_to_device(_metadata, self, p, gen, 0);
-			ASSERT_EQ(overlap(self, base), self->npages)
-				TH_LOG("round %u: order-0 pages off the block", r);
-			gen = range_back(_metadata, self, p, gen, BACK_READ);
-			ASSERT_EQ(munmap(p, self->size), 0);
-			ASSERT_EQ(hmm_folio_direct_cycle(self->fd, base,
-							 self->npages,
-							 orders[r]), 0);
-			p = range_new(_metadata, self, true, ++gen);
-			ASSERT_EQ(range_to_device(_metadata, self, p, gen,
-						  self->pmd_order), base)
-				TH_LOG("round %u: PMD folio off the block", r);
-			ASSERT_EQ(munmap(p, self->size), 0);
-		}
-		break;
-	}
-	case REUSE_MIGRATE_ORDER0:
-		p = range_new(_metadata, self, false, ++gen);
-		range_to_device(_metadata, self, p, gen, 0);
-		ASSERT_EQ(overlap(self, base), self->npages)
-			TH_LOG("order-0 pages did not reuse the freed PMD block at %#llx",
-			       (unsigned long long)base);
-		gen = range_back(_metadata, self, p, gen, variant->back);
-		ASSERT_EQ(munmap(p, self->size), 0);
-		break;
-	case REUSE_DIRECT:
-		ASSERT_EQ(hmm_folio_direct_cycle(self->fd, base, self->npages,
-						 variant->order), 0);
-		break;
-	default:
-		break;
-	}
+	reuse_at_orders(_metadata, self, variant, base, &gen);
 	ASSERT_EQ(hmm_folio_stats(self->fd, &after), 0);
 	ASSERT_GE(after.cross_order_pages - before.cross_order_pages,
 		  self->npages)
 		TH_LOG("no page was handed out at another order");
 
 	/* And back up: the next THP is assembled over the same block again. */
-	p = range_new(_metadata, self, true, ++gen);
+	p = HMM_FOLIO_NEW_RANGE(self->size, true, ++gen);
 	ASSERT_EQ(range_to_device(_metadata, self, p, gen, self->pmd_order), base)
 		TH_LOG("the PMD folio did not go back to the freed block");
 	range_back(_metadata, self, p, gen, variant->back);

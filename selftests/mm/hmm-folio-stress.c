@@ -600,7 +600,8 @@ static unsigned long number(const char *opt, const char *s, unsigned long max)
 	return v;
 }
 
-int main(int argc, char **argv)
+/* Options over HMM_FOLIO_SEED / _DURATION; returns -1 or an exit code. */
+static int parse_args(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "seed", required_argument, NULL, 's' },
@@ -611,12 +612,8 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct hmm_dmirror_alloc_stats st0, st1;
-	struct hmm_folio_kmsg kmsg;
-	unsigned int old_policy;
-	pid_t pids[MAX_PROCS];
-	const char *why, *e;
-	int c, p, status, bad = 0, splats, ret;
+	const char *e;
+	int c;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	seed = (unsigned int)(t0.tv_nsec ^ getpid());
@@ -656,12 +653,17 @@ int main(int argc, char **argv)
 		print_usage(stderr);
 		return KSFT_FAIL;
 	}
+	return -1;
+}
 
-	ksft_print_header();
-	ksft_set_plan(1);
-	ksft_print_msg("seed %u, %u s, %lu iterations per thread, %d processes x %d threads\n",
-		       seed, duration, iterations, nprocs, nthreads);
-	ret = hmm_folio_kmsg_begin(&kmsg, &why);
+/* The device, its policy and statistics, THP: or the program skips or fails. */
+static void setup(struct hmm_folio_kmsg *kmsg, unsigned int *old_policy,
+		  struct hmm_dmirror_alloc_stats *st0)
+{
+	const char *why;
+	int ret;
+
+	ret = hmm_folio_kmsg_begin(kmsg, &why);
 	if (!ret)
 		ret = hmm_folio_open_probe(0, &fd, &why);
 	if (!ret)
@@ -673,17 +675,24 @@ int main(int argc, char **argv)
 	if (ret)
 		ksft_exit_fail_msg("%s: %s\n", why, strerror(-ret));
 	/* Freed device memory is handed out again at any order. */
-	if (hmm_folio_set_policy(fd, HMM_DMIRROR_POLICY_LOWEST, &old_policy))
+	if (hmm_folio_set_policy(fd, HMM_DMIRROR_POLICY_LOWEST, old_policy))
 		ksft_exit_fail_msg("cannot set the LOWEST policy\n");
-	if (hmm_folio_stats(fd, &st0))
+	if (hmm_folio_stats(fd, st0))
 		ksft_exit_fail_msg("HMM_DMIRROR_ALLOC_STATS failed\n");
 	size = read_pmd_pagesize();
 	npages = size / psize();
-
 	procs_state = mmap(NULL, sizeof(*procs_state), PROT_READ | PROT_WRITE,
 			   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (procs_state == MAP_FAILED)
 		ksft_exit_fail_msg("mmap: %s\n", strerror(errno));
+}
+
+/* Runs the processes; returns how many failed or got stuck. */
+static int run_procs(void)
+{
+	pid_t pids[MAX_PROCS];
+	int p, status, bad = 0;
+
 	fflush(stdout);
 	for (p = 0; p < nprocs; p++) {
 		pids[p] = fork();
@@ -715,31 +724,60 @@ int main(int argc, char **argv)
 			bad++;
 		}
 	}
-	hmm_folio_set_policy(fd, old_policy, NULL);
-	if (hmm_folio_stats(fd, &st1))
-		ksft_exit_fail_msg("HMM_DMIRROR_ALLOC_STATS failed\n");
-	close(fd);
-	if (st1.dirty_frees != st0.dirty_frees) {
+	return bad;
+}
+
+/* What the device says after the run: problems found. */
+static int device_after(const struct hmm_dmirror_alloc_stats *st0,
+			const struct hmm_dmirror_alloc_stats *st1)
+{
+	int bad = 0;
+
+	if (st1->dirty_frees != st0->dirty_frees) {
 		ksft_print_msg("%llu device folio(s) freed dirty, seed %u\n",
-			       (unsigned long long)(st1.dirty_frees -
-						    st0.dirty_frees), seed);
+			       (unsigned long long)(st1->dirty_frees -
+						    st0->dirty_frees), seed);
 		bad++;
 	}
 	/* What the run is for: freed device memory reused at another order. */
 	ksft_print_msg("%llu device pages reused at another order\n",
-		       (unsigned long long)(st1.cross_order_pages -
-					    st0.cross_order_pages));
-	if (st1.cross_order_pages == st0.cross_order_pages) {
+		       (unsigned long long)(st1->cross_order_pages -
+					    st0->cross_order_pages));
+	if (st1->cross_order_pages == st0->cross_order_pages) {
 		ksft_print_msg("no device page was reused at another order, seed %u\n",
 			       seed);
 		bad++;
 	}
-	if (st1.free_pages != st1.total_pages) {
+	if (st1->free_pages != st1->total_pages) {
 		ksft_print_msg("%llu device pages still in use after the run, seed %u\n",
-			       (unsigned long long)(st1.total_pages -
-						    st1.free_pages), seed);
+			       (unsigned long long)(st1->total_pages -
+						    st1->free_pages), seed);
 		bad++;
 	}
+	return bad;
+}
+
+int main(int argc, char **argv)
+{
+	struct hmm_dmirror_alloc_stats st0, st1;
+	struct hmm_folio_kmsg kmsg;
+	unsigned int old_policy;
+	int bad, splats, ret;
+
+	ret = parse_args(argc, argv);
+	if (ret >= 0)
+		return ret;
+	ksft_print_header();
+	ksft_set_plan(1);
+	ksft_print_msg("seed %u, %u s, %lu iterations per thread, %d processes x %d threads\n",
+		       seed, duration, iterations, nprocs, nthreads);
+	setup(&kmsg, &old_policy, &st0);
+	bad = run_procs();
+	hmm_folio_set_policy(fd, old_policy, NULL);
+	if (hmm_folio_stats(fd, &st1))
+		ksft_exit_fail_msg("HMM_DMIRROR_ALLOC_STATS failed\n");
+	close(fd);
+	bad += device_after(&st0, &st1);
 	splats = hmm_folio_kmsg_check(&kmsg);
 	hmm_folio_kmsg_end(&kmsg);
 	if (splats)

@@ -19,17 +19,7 @@
 #include "vm_util.h"
 #include "hmm_folio_util.h"
 
-enum free_how {
-	FREE_MUNMAP,	/* zap of the device PMD on munmap */
-	FREE_DONTNEED,	/* zap with the VMA kept: the range must read zero */
-	FREE_EXIT,	/* exit_mmap() of the process that owns the range */
-};
-
-enum back_how {
-	BACK_READ,	/* CPU read fault on the device-private PMD */
-	BACK_WRITE,	/* CPU write fault */
-	BACK_MIGRATE,	/* HMM_DMIRROR_MIGRATE_TO_SYS */
-};
+/* Freed by FREE_MUNMAP, FREE_DONTNEED or FREE_EXIT; back by READ, WRITE, MIGRATE. */
 
 FIXTURE(thp)
 {
@@ -84,36 +74,12 @@ FIXTURE_TEARDOWN(thp)
 	HMM_FOLIO_FAIL_ON_SPLATS(splats);
 }
 
-/* A PMD-aligned THP, every page tagged with @gen. */
-static char *thp_new(struct __test_metadata *_metadata,
-		     FIXTURE_DATA(thp) *self, unsigned int gen)
-{
-	char *p = hmm_folio_map_aligned(self->size);
-
-	ASSERT_NE(p, NULL);
-	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
-	ASSERT_TRUE(hmm_folio_is_thp(p, self->size))
-		TH_LOG("no PMD-sized THP at %p after MADV_HUGEPAGE", p);
-	return p;
-}
-
 /* Migrate the THP at @p to the device as one PMD-order device folio. */
 static void thp_to_device(struct __test_metadata *_metadata,
 			  FIXTURE_DATA(thp) *self, char *p, unsigned int gen)
 {
-	struct hmm_dmirror_cmd cmd;
-
-	memset(self->mirror, 0, self->size);
-	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p,
-				self->mirror, self->npages, &cmd), 0);
-	ASSERT_EQ(cmd.cpages, self->npages);
-	/* The device's copy must carry the tags of the system pages. */
-	ASSERT_EQ(hmm_folio_check(self->mirror, self->size, (uintptr_t)p, gen,
-				  "device copy after MIGRATE_TO_DEV"), 0);
-	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
-					    HMM_FOLIO_PROT_DEV_PMD,
-					    "after MIGRATE_TO_DEV"), 0);
-	HMM_FOLIO_STEP_DONE("migrating the THP to the device");
+	ASSERT_EQ(hmm_folio_to_device(self->fd, p, self->size, self->mirror,
+				      gen, HMM_FOLIO_PROT_DEV_PMD), 0);
 }
 
 /* Bring the device folio at @p back to system memory; returns the new gen. */
@@ -122,30 +88,8 @@ static unsigned int thp_back(struct __test_metadata *_metadata,
 			     const FIXTURE_VARIANT(thp) *variant,
 			     char *p, unsigned int gen)
 {
-	struct hmm_dmirror_cmd cmd;
-
-	switch (variant->back) {
-	case BACK_READ:
-		break;
-	case BACK_WRITE:
-		gen++;
-		hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
-		break;
-	case BACK_MIGRATE:
-		/* cpages counts a PMD folio as one; SNAPSHOT below sees all. */
-		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_SYS,
-					p, NULL, self->npages, &cmd), 0);
-		ASSERT_GE(cmd.cpages, 1);
-		break;
-	}
-	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
-				  "CPU view after fault-back"), 0);
-
-	/* Nothing of the range may still be device memory. */
-	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
-					    HMM_FOLIO_SNAP_SYSTEM,
-					    "after fault-back"), 0);
-	HMM_FOLIO_STEP_DONE("bringing the THP back");
+	ASSERT_EQ(hmm_folio_back(self->fd, p, self->size, self->mirror, &gen,
+				 variant->back), 0);
 	return gen;
 }
 
@@ -158,7 +102,7 @@ static void thp_round_free(struct __test_metadata *_metadata,
 			   const FIXTURE_VARIANT(thp) *variant)
 {
 	unsigned int gen = 1;
-	char *p = thp_new(_metadata, self, gen);
+	char *p = HMM_FOLIO_NEW_RANGE(self->size, true, gen);
 
 	thp_to_device(_metadata, self, p, gen);
 	gen = thp_back(_metadata, self, variant, p, gen);
@@ -171,15 +115,14 @@ static void thp_round_free(struct __test_metadata *_metadata,
 		ASSERT_EQ(munmap(p, self->size), 0);
 		break;
 	case FREE_DONTNEED:
-		ASSERT_EQ(madvise(p, self->size, MADV_DONTNEED), 0);
-		/* The freed device folio must not come back: fresh zero pages. */
-		ASSERT_EQ(hmm_folio_nonzero_pages(p, self->size), 0)
-			TH_LOG("pages not zero after MADV_DONTNEED");
+		ASSERT_EQ(hmm_folio_dontneed(p, self->size), 0);
 		ASSERT_EQ(munmap(p, self->size), 0);
 		break;
 	case FREE_EXIT:
 		/* The caller's child exits with the folio on the device. */
 		break;
+	default:
+		ASSERT_TRUE(false) TH_LOG("no such free in this table");
 	}
 	HMM_FOLIO_STEP_DONE("freeing the device THP");
 }
@@ -190,30 +133,20 @@ TEST_F_TIMEOUT(thp, lifecycle, 120)
 	char *p;
 
 	if (variant->free == FREE_EXIT) {
-		int status;
-		pid_t pid = fork();
+		pid_t pid = hmm_folio_fork_owner(&self->fd, 1);
 
 		ASSERT_GE(pid, 0);
 		if (!pid) {
-			const char *why;
-
-			/* A mirror serves the mm that opened it. */
-			close(self->fd);
-			self->fd = hmm_folio_open(0, &why);
-			ASSERT_GE(self->fd, 0);
 			thp_round_free(_metadata, self, variant);
 			_exit(0);
 		}
-		ASSERT_EQ(waitpid(pid, &status, 0), pid);
-		ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status))
-			TH_LOG("child failed (status %#x)", status);
-		HMM_FOLIO_STEP_DONE("the exit of the process that owned the THP");
+		ASSERT_EQ(hmm_folio_wait_owner(pid), 0);
 	} else {
 		thp_round_free(_metadata, self, variant);
 	}
 
 	/* Round two: a new THP goes to the device memory freed above. */
-	p = thp_new(_metadata, self, gen);
+	p = HMM_FOLIO_NEW_RANGE(self->size, true, gen);
 	thp_to_device(_metadata, self, p, gen);
 	gen = thp_back(_metadata, self, variant, p, gen);
 	ASSERT_EQ(munmap(p, self->size), 0);

@@ -31,11 +31,7 @@ enum move_how {
 	MOVE_CPU_WRITE,		/* a CPU write brings it back, then to device 1 */
 };
 
-enum free_how {
-	FREE_MUNMAP,		/* the range is unmapped while on device 1 */
-	FREE_EXIT,		/* its owner exits while it is on device 1 */
-	FREE_CLOSE,		/* device 1's fd is closed: evicted to the CPU */
-};
+/* Freed (on device 1) by FREE_MUNMAP, FREE_EXIT or FREE_CLOSE. */
 
 FIXTURE(twodev)
 {
@@ -161,33 +157,13 @@ static __u64 expect_on(struct __test_metadata *_metadata,
 	return self->pfns[0].offset;
 }
 
-static char *thp_new(struct __test_metadata *_metadata,
-		     FIXTURE_DATA(twodev) *self, bool thp, unsigned int gen)
-{
-	char *p = hmm_folio_map_aligned(self->size);
-
-	ASSERT_NE(p, NULL);
-	if (!thp)
-		ASSERT_EQ(madvise(p, self->size, MADV_NOHUGEPAGE), 0);
-	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
-	if (thp)
-		ASSERT_TRUE(hmm_folio_is_thp(p, self->size));
-	return p;
-}
-
+/* Where it lands is expect_on()'s to check: the snapshot is not checked. */
 static void to_device(struct __test_metadata *_metadata,
 		      FIXTURE_DATA(twodev) *self, int dev, char *p,
 		      unsigned int gen)
 {
-	struct hmm_dmirror_cmd cmd;
-
-	memset(self->mirror, 0, self->size);
-	ASSERT_EQ(hmm_folio_cmd(self->fd[dev], HMM_DMIRROR_MIGRATE_TO_DEV, p,
-				self->mirror, self->npages, &cmd), 0);
-	ASSERT_EQ(cmd.cpages, self->npages);
-	ASSERT_EQ(hmm_folio_check(self->mirror, self->size, (uintptr_t)p, gen,
-				  "device copy"), 0);
-	HMM_FOLIO_STEP_DONE("migrating the range to a device");
+	ASSERT_EQ(hmm_folio_to_device(self->fd[dev], p, self->size,
+				      self->mirror, gen, 0), 0);
 }
 
 /* Order-0 pages of a new range on @dev must be exactly [base, +npages). */
@@ -195,7 +171,7 @@ static void reuse_order0(struct __test_metadata *_metadata,
 			 FIXTURE_DATA(twodev) *self, int dev, __u64 base,
 			 unsigned int gen)
 {
-	char *q = thp_new(_metadata, self, false, gen);
+	char *q = HMM_FOLIO_NEW_RANGE(self->size, false, gen);
 	unsigned long i;
 
 	to_device(_metadata, self, dev, q, gen);
@@ -294,32 +270,21 @@ TEST_F_TIMEOUT(twodev, lifecycle, 60)
 		__u64 *shared = mmap(NULL, sizeof(*shared),
 				     PROT_READ | PROT_WRITE,
 				     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-		const char *why;
-		int status, i;
 		pid_t pid;
 
 		ASSERT_NE(shared, MAP_FAILED);
-		pid = fork();
+		pid = hmm_folio_fork_owner(self->fd, 2);
 		ASSERT_GE(pid, 0);
 		if (!pid) {
-			/* A mirror serves the mm that opened it. */
-			for (i = 0; i < 2; i++) {
-				close(self->fd[i]);
-				self->fd[i] = hmm_folio_open(i, &why);
-				ASSERT_GE(self->fd[i], 0);
-			}
-			p = thp_new(_metadata, self, true, gen);
+			p = HMM_FOLIO_NEW_RANGE(self->size, true, gen);
 			*shared = move(_metadata, self, variant, p, &gen);
 			_exit(0);	/* with the THP on device 1 */
 		}
-		ASSERT_EQ(waitpid(pid, &status, 0), pid);
-		ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status))
-			TH_LOG("child failed (status %#x)", status);
-		HMM_FOLIO_STEP_DONE("the exit of the process that owned the THP");
+		ASSERT_EQ(hmm_folio_wait_owner(pid), 0);
 		base1 = *shared;
 		munmap(shared, sizeof(*shared));
 	} else {
-		p = thp_new(_metadata, self, true, gen);
+		p = HMM_FOLIO_NEW_RANGE(self->size, true, gen);
 		base1 = move(_metadata, self, variant, p, &gen);
 		if (variant->free == FREE_MUNMAP) {
 			ASSERT_EQ(munmap(p, self->size), 0);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 
 #include "vm_util.h"
 #include "hugepage_settings.h"
@@ -407,37 +408,162 @@ void hmm_folio_unmap_aligned(void *p, size_t size)
 	munmap(p, size);
 }
 
-char *hmm_folio_thp_on_device(int fd, size_t size, unsigned int gen)
+char *hmm_folio_new_range(size_t size, bool thp, unsigned int gen)
+{
+	char *p = hmm_folio_map_aligned(size);
+
+	if (!p) {
+		fprintf(stderr, "# cannot map %zu bytes\n", size);
+		return NULL;
+	}
+	if (!thp && madvise(p, size, MADV_NOHUGEPAGE)) {
+		fprintf(stderr, "# MADV_NOHUGEPAGE: %s\n", strerror(errno));
+		goto fail;
+	}
+	hmm_folio_fill(p, size, (uintptr_t)p, gen);
+	if (thp && !hmm_folio_is_thp(p, size)) {
+		fprintf(stderr, "# no PMD-sized THP at %p after MADV_HUGEPAGE\n",
+			p);
+		goto fail;
+	}
+	return p;
+fail:
+	hmm_folio_unmap_aligned(p, size);
+	return NULL;
+}
+
+long hmm_folio_to_device(int fd, char *p, size_t size, void *mirror,
+			 unsigned int gen, unsigned int snap)
 {
 	unsigned long npages = size / psize();
-	char *p = hmm_folio_map_aligned(size);
-	void *mirror = malloc(size);
 	struct hmm_dmirror_cmd cmd = { 0 };
+	long bad;
 	int ret;
+
+	memset(mirror, 0, size);
+	ret = hmm_folio_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, mirror, npages,
+			    &cmd);
+	if (ret || cmd.cpages != npages) {
+		fprintf(stderr, "# MIGRATE_TO_DEV: %s, %llu of %lu pages\n",
+			strerror(-ret), (unsigned long long)cmd.cpages, npages);
+		return ret ? ret : -EAGAIN;
+	}
+	bad = hmm_folio_check(mirror, size, (uintptr_t)p, gen,
+			      "device copy after MIGRATE_TO_DEV");
+	if (!bad && snap)
+		bad = hmm_folio_snapshot_expect(fd, p, npages, snap,
+						"after MIGRATE_TO_DEV");
+	return bad + hmm_folio_step_check("migrating the range to the device");
+}
+
+long hmm_folio_back(int fd, char *p, size_t size, void *mirror,
+		    unsigned int *gen, enum back_how how)
+{
+	unsigned long npages = size / psize();
+	long bad = 0;
+	int ret = 0;
+
+	switch (how) {
+	case BACK_READ:
+		break;
+	case BACK_WRITE:
+		hmm_folio_fill(p, size, (uintptr_t)p, ++*gen);
+		break;
+	case BACK_MIGRATE:
+		ret = hmm_folio_cmd(fd, HMM_DMIRROR_MIGRATE_TO_SYS, p, NULL,
+				    npages, NULL);
+		break;
+	case BACK_DEVICE_READ:
+		memset(mirror, 0, size);
+		ret = hmm_folio_cmd(fd, HMM_DMIRROR_READ, p, mirror, npages,
+				    NULL);
+		if (!ret)
+			bad = hmm_folio_check(mirror, size, (uintptr_t)p, *gen,
+					      "device read");
+		break;
+	case BACK_DEVICE_WRITE:
+		hmm_folio_fill(mirror, size, (uintptr_t)p, ++*gen);
+		ret = hmm_folio_cmd(fd, HMM_DMIRROR_WRITE, p, mirror, npages,
+				    NULL);
+		break;
+	case BACK_PTE:
+		fprintf(stderr, "# BACK_PTE is the caller's\n");
+		return -EINVAL;
+	}
+	if (ret) {
+		fprintf(stderr, "# bringing the range back: %s\n",
+			strerror(-ret));
+		return ret;
+	}
+	if (!bad)
+		bad = hmm_folio_check(p, size, (uintptr_t)p, *gen,
+				      "CPU view after fault-back");
+	if (!bad)
+		bad = hmm_folio_snapshot_expect(fd, p, npages,
+						HMM_FOLIO_SNAP_SYSTEM,
+						"after fault-back");
+	return bad + hmm_folio_step_check("bringing the range back");
+}
+
+long hmm_folio_dontneed(char *p, size_t size)
+{
+	if (madvise(p, size, MADV_DONTNEED)) {
+		fprintf(stderr, "# MADV_DONTNEED: %s\n", strerror(errno));
+		return -errno;
+	}
+	/* The freed device folio must not come back: fresh zero pages. */
+	return hmm_folio_nonzero_pages(p, size) +
+	       hmm_folio_step_check("MADV_DONTNEED of the device range");
+}
+
+pid_t hmm_folio_fork_owner(int *fds, int n)
+{
+	const char *why;
+	pid_t pid = fork();
+	int i;
+
+	if (pid < 0)
+		return -errno;
+	if (pid)
+		return pid;
+	for (i = 0; i < n; i++) {
+		close(fds[i]);
+		fds[i] = hmm_folio_open(i, &why);
+		if (fds[i] < 0) {
+			fprintf(stderr, "# child: mirror %d: %s\n", i, why);
+			_exit(1);
+		}
+	}
+	return 0;
+}
+
+long hmm_folio_wait_owner(pid_t pid)
+{
+	int status;
+
+	if (waitpid(pid, &status, 0) != pid) {
+		fprintf(stderr, "# waitpid: %s\n", strerror(errno));
+		return -errno;
+	}
+	if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+		fprintf(stderr, "# the owner failed (status %#x)\n", status);
+		return 1;
+	}
+	return hmm_folio_step_check("the exit of the process that owned the range");
+}
+
+char *hmm_folio_thp_on_device(int fd, size_t size, unsigned int gen)
+{
+	char *p = hmm_folio_new_range(size, true, gen);
+	void *mirror = malloc(size);
 
 	if (!p || !mirror) {
 		fprintf(stderr, "# no memory for a %zu byte THP and its copy\n",
 			size);
 		goto fail;
 	}
-	hmm_folio_fill(p, size, (uintptr_t)p, gen);
-	if (!hmm_folio_is_thp(p, size)) {
-		fprintf(stderr, "# no PMD-sized THP at %p after MADV_HUGEPAGE\n",
-			p);
-		goto fail;
-	}
-	ret = hmm_folio_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, mirror, npages,
-			    &cmd);
-	if (ret || cmd.cpages != npages) {
-		fprintf(stderr, "# MIGRATE_TO_DEV of a THP: %s, %llu of %lu pages\n",
-			strerror(-ret), (unsigned long long)cmd.cpages, npages);
-		goto fail;
-	}
-	if (hmm_folio_check(mirror, size, (uintptr_t)p, gen,
-			    "device copy of the THP") ||
-	    hmm_folio_snapshot_expect(fd, p, npages, HMM_FOLIO_PROT_DEV_PMD,
-				      "THP on the device") ||
-	    hmm_folio_step_check("migrating a THP to the device"))
+	if (hmm_folio_to_device(fd, p, size, mirror, gen,
+				HMM_FOLIO_PROT_DEV_PMD))
 		goto fail;
 	free(mirror);
 	return p;

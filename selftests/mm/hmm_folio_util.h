@@ -130,10 +130,85 @@ bool hmm_folio_is_thp(void *addr, size_t size);
 long hmm_folio_smaps_kb(void *addr, const char *field);
 void hmm_folio_unmap_aligned(void *p, size_t size);
 /*
+ * The lifecycle steps the programs' tables combine. Each checks what
+ * belongs to it and the kernel log since the last step, prints what went
+ * wrong and returns 0, or the number of problems, or -errno.
+ */
+
+/* How a device folio is freed (each program uses some of them). */
+enum free_how {
+	FREE_MUNMAP,		/* zap of the device PMD on munmap */
+	FREE_MUNMAP_PARTIAL,	/* half unmapped (PMD split), then the rest */
+	FREE_DONTNEED,		/* MADV_DONTNEED, VMA kept: must read zero */
+	FREE_MADV_FREE,		/* MADV_FREE (kept on the device), then munmap */
+	FREE_MREMAP,		/* moved by mremap, checked there, then munmap */
+	FREE_EXIT,		/* exit_mmap() of the process that owns it */
+	FREE_FORK,		/* shared with a child after fork; both let go */
+	FREE_RELEASE,		/* device release evicts it to system memory */
+	FREE_CLOSE,		/* its device's fd closed: evicted to the CPU */
+};
+
+/* How device memory comes back to system memory. */
+enum back_how {
+	BACK_READ,		/* CPU read fault of the device entry */
+	BACK_WRITE,		/* CPU write fault, new generation */
+	BACK_MIGRATE,		/* HMM_DMIRROR_MIGRATE_TO_SYS of the range */
+	BACK_DEVICE_READ,	/* read through the mirror first, then CPU read */
+	BACK_PTE,		/* MIGRATE_TO_SYS of one page (splits a PMD), then the rest */
+	BACK_DEVICE_WRITE,	/* new generation written through the mirror, then CPU read */
+};
+
+/*
+ * @size bytes of new anonymous memory, @size aligned and its own VMA,
+ * tagged with @gen: a PMD-sized THP (checked in smaps) or, !@thp, small
+ * pages (MADV_NOHUGEPAGE). NULL (printing why, nothing left mapped).
+ */
+char *hmm_folio_new_range(size_t size, bool thp, unsigned int gen);
+
+/*
+ * MIGRATE_TO_DEV of [p, +size) through @fd: every page taken, the device
+ * copy in @mirror (@size bytes) holding the tags of @gen, SNAPSHOT showing
+ * @snap for every page (0: not checked), the kernel log quiet.
+ */
+long hmm_folio_to_device(int fd, char *p, size_t size, void *mirror,
+			 unsigned int gen, unsigned int snap);
+
+/*
+ * Bring [p, +size) back to system memory as @how says (not BACK_PTE, which
+ * needs the extension), *@gen updated by the writes: the tags of *@gen
+ * read by the CPU, SNAPSHOT showing system memory, the kernel log quiet.
+ */
+long hmm_folio_back(int fd, char *p, size_t size, void *mirror,
+		    unsigned int *gen, enum back_how how);
+
+/* MADV_DONTNEED of [p, +size): the device folio must not come back. */
+long hmm_folio_dontneed(char *p, size_t size);
+
+/*
+ * fork() of a process that is to own device memory and exit with it. A
+ * mirror serves the mm that opened it: the child reopens the mirrors
+ * fds[0 .. n - 1] (of units 0 .. n - 1), or exits 1. Returns the pid, 0 in
+ * the child, or -errno.
+ */
+pid_t hmm_folio_fork_owner(int *fds, int n);
+/*
+ * Wait for that child: it must exit 0 (its status is printed otherwise),
+ * and its exit, which freed what it owned, must leave the kernel log quiet.
+ */
+long hmm_folio_wait_owner(pid_t pid);
+
+/* In a test: hmm_folio_new_range(), or the test fails. */
+#define HMM_FOLIO_NEW_RANGE(size, thp, gen) ({				\
+	char *__p = hmm_folio_new_range(size, thp, gen);		\
+									\
+	ASSERT_NE(__p, NULL);						\
+	__p;								\
+})
+
+/*
  * A new THP of @size bytes, tagged with generation @gen, migrated through
- * @fd to the device as one PMD folio: MIGRATE_TO_DEV must take every page,
- * the device copy must hold the tags, and SNAPSHOT must show a writable
- * device PMD. NULL (printing why, the range unmapped) otherwise.
+ * @fd to the device as one PMD folio (hmm_folio_to_device(), a writable
+ * device PMD). NULL (printing why, the range unmapped) otherwise.
  */
 char *hmm_folio_thp_on_device(int fd, size_t size, unsigned int gen);
 
