@@ -129,7 +129,7 @@ TEST_F(badarg, rejected)
 	if (variant->fix & FIX_PMD_ORDER1)
 		arg.folio.order = sz2ord(read_pmd_pagesize(), psize()) + 1;
 	if (variant->fix & FIX_HANDLE) {
-		ASSERT_EQ(hmm_folio_folio(self->fd, HMM_DMIRROR_FOLIO_ALLOC, &held), 0);
+		ASSERT_EQ(hmm_folio_direct_folio(self->fd, HMM_DMIRROR_FOLIO_ALLOC, &held), 0);
 		arg.folio.handle = held.handle;
 	}
 
@@ -141,7 +141,7 @@ TEST_F(badarg, rejected)
 
 	if (variant->fix & FIX_HANDLE) {
 		held.flags = 0;
-		ASSERT_EQ(hmm_folio_folio(self->fd, HMM_DMIRROR_FOLIO_FREE, &held), 0);
+		ASSERT_EQ(hmm_folio_direct_folio(self->fd, HMM_DMIRROR_FOLIO_FREE, &held), 0);
 	}
 }
 
@@ -186,7 +186,7 @@ TEST_F(held, freed_on_close)
 	for (i = 0; i < sizeof(orders) / sizeof(orders[0]); i++) {
 		struct hmm_dmirror_folio_cmd c = { .order = orders[i] };
 
-		ASSERT_EQ(hmm_folio_folio(fd, HMM_DMIRROR_FOLIO_ALLOC, &c), 0);
+		ASSERT_EQ(hmm_folio_direct_folio(fd, HMM_DMIRROR_FOLIO_ALLOC, &c), 0);
 	}
 	p = hmm_folio_thp_on_device(fd, pmd, 1);
 	ASSERT_NE(p, NULL);
@@ -200,7 +200,7 @@ TEST_F(held, freed_on_close)
 	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, pmd / psize(),
 					    HMM_FOLIO_SNAP_SYSTEM,
 					    "the THP after its file's close"), 0);
-	ASSERT_EQ(hmm_folio_check(p, pmd, (uintptr_t)p, 1, "after close"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(p, pmd, (uintptr_t)p, 1, "after close"), 0);
 	ASSERT_EQ(munmap(p, pmd), 0);
 	ASSERT_EQ(hmm_folio_stats(self->fd, &after), 0);
 	/* All that was free is free again (plus any chunk added meanwhile). */
@@ -233,13 +233,13 @@ TEST_F(held, kept_when_another_file_closes)
 	for (i = 0; i < sizeof(orders) / sizeof(orders[0]); i++) {
 		struct hmm_dmirror_folio_cmd c = { .order = orders[i] };
 
-		ASSERT_EQ(hmm_folio_folio(self->fd, HMM_DMIRROR_FOLIO_ALLOC, &c),
+		ASSERT_EQ(hmm_folio_direct_folio(self->fd, HMM_DMIRROR_FOLIO_ALLOC, &c),
 			  0);
 		handles[i] = c.handle;
 		memset(&c, 0, sizeof(c));
 		c.handle = handles[i];
 		c.seed = i + 1;
-		ASSERT_EQ(hmm_folio_folio(self->fd, HMM_DMIRROR_FOLIO_FILL, &c),
+		ASSERT_EQ(hmm_folio_direct_folio(self->fd, HMM_DMIRROR_FOLIO_FILL, &c),
 			  0);
 	}
 	/* Another file with a THP on the device, closed: evicts the device. */
@@ -251,20 +251,20 @@ TEST_F(held, kept_when_another_file_closes)
 	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, pmd / psize(),
 					    HMM_FOLIO_SNAP_SYSTEM,
 					    "the THP after its file's close"), 0);
-	ASSERT_EQ(hmm_folio_check(p, pmd, (uintptr_t)p, 1, "after close"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(p, pmd, (uintptr_t)p, 1, "after close"), 0);
 	ASSERT_EQ(munmap(p, pmd), 0);
 
 	/* Still held, where they were, with their data. */
-	ASSERT_EQ(hmm_folio_check_folios(self->fd, HMM_DMIRROR_CHECK_HELD, 0,
-					 NULL, 0), 0);
+	ASSERT_EQ(hmm_folio_check_invariants(self->fd, HMM_DMIRROR_CHECK_HELD, 0,
+					     NULL, 0), 0);
 	for (i = 0; i < sizeof(orders) / sizeof(orders[0]); i++) {
 		struct hmm_dmirror_folio_cmd c = {
 			.handle = handles[i],
 			.seed = i + 1,
 		};
 
-		ASSERT_EQ(hmm_folio_folio(self->fd, HMM_DMIRROR_FOLIO_VERIFY,
-					  &c), 0);
+		ASSERT_EQ(hmm_folio_direct_folio(self->fd, HMM_DMIRROR_FOLIO_VERIFY,
+						 &c), 0);
 		ASSERT_EQ(c.bad_pages, 0);
 		ASSERT_EQ(c.order, orders[i]);
 	}

@@ -333,8 +333,8 @@ static __u64 policy_to_device(struct __test_metadata *_metadata,
 	for (i = 0; i < self->npages; i++)
 		ASSERT_EQ(self->pfns[i].offset, self->pfns[0].offset + i)
 			TH_LOG("page %lu not in one device block", i);
-	ASSERT_EQ(hmm_folio_check_folios(self->fd, HMM_DMIRROR_CHECK_RANGE, 0,
-					 p, self->npages), 0);
+	ASSERT_EQ(hmm_folio_check_invariants(self->fd, HMM_DMIRROR_CHECK_RANGE, 0,
+					     p, self->npages), 0);
 	EXPECT_NODE(p, self->npages, -1, "on the device");
 	return self->pfns[0].offset;
 }
@@ -538,8 +538,8 @@ TEST_F_TIMEOUT(mpol, device_range, 60)
 
 	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p,
 				self->mirror, ndev, &cmd), 0);
-	ASSERT_EQ(hmm_folio_check(self->mirror, ndev * psize(), (uintptr_t)p,
-				  gen, "device copy after MIGRATE_TO_DEV"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(self->mirror, ndev * psize(), (uintptr_t)p,
+				       gen, "device copy after MIGRATE_TO_DEV"), 0);
 	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, ndev, dev_prot,
 					    "after MIGRATE_TO_DEV"), 0);
 	EXPECT_NODE(p, ndev, -1, "on the device");
@@ -583,16 +583,16 @@ TEST_F_TIMEOUT(mpol, device_range, 60)
 					    "after the syscall"), 0);
 	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_READ, p, self->mirror,
 				ndev, &cmd), 0);
-	ASSERT_EQ(hmm_folio_check(self->mirror, ndev * psize(), (uintptr_t)p,
-				  gen, "device copy after the syscall"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(self->mirror, ndev * psize(), (uintptr_t)p,
+				       gen, "device copy after the syscall"), 0);
 	/* The system pages moved to node 1, unless only checked. */
 	if (ndev < self->npages)
 		EXPECT_NODE(p + ndev * psize(), self->npages - ndev,
 			    moves ? 1 : 0, "system pages after the syscall");
 
 	/* Back to system memory: data intact. */
-	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
-				  "CPU view after fault-back"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(p, self->size, (uintptr_t)p, gen,
+				       "CPU view after fault-back"), 0);
 	numa_expect_system(_metadata, self->fd, self->mirror, p, self->npages,
 			   "after fault-back");
 	/* mbind() that succeeded set the policy (an EIO one sets nothing). */

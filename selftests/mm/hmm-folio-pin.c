@@ -319,16 +319,16 @@ static unsigned int fixed_io(struct __test_metadata *_metadata,
 	ASSERT_EQ(pin_ring_rw(&self->ring, true, true, self->file, p,
 			      self->size, 0), self->size);
 	ASSERT_EQ(pread(self->file, self->bounce, self->size, 0), self->size);
-	ASSERT_EQ(hmm_folio_check(self->bounce, self->size, (uintptr_t)p, gen,
-				  "file after WRITE_FIXED"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(self->bounce, self->size, (uintptr_t)p, gen,
+				       "file after WRITE_FIXED"), 0);
 
 	gen++;
 	hmm_folio_fill(self->bounce, self->size, (uintptr_t)p, gen);
 	ASSERT_EQ(pwrite(self->file, self->bounce, self->size, 0), self->size);
 	ASSERT_EQ(pin_ring_rw(&self->ring, false, true, self->file, p,
 			      self->size, 0), self->size);
-	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
-				  "buffer after READ_FIXED"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(p, self->size, (uintptr_t)p, gen,
+				       "buffer after READ_FIXED"), 0);
 	HMM_FOLIO_STEP_DONE("I/O on the pinned buffer");
 	return gen;
 }
@@ -349,8 +349,8 @@ static void fixed_try_migrate(struct __test_metadata *_metadata,
 	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
 					    PIN_PROT_SYS_PMD,
 					    "pinned, after MIGRATE_TO_DEV"), 0);
-	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
-				  "pinned buffer after MIGRATE_TO_DEV"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(p, self->size, (uintptr_t)p, gen,
+				       "pinned buffer after MIGRATE_TO_DEV"), 0);
 	HMM_FOLIO_STEP_DONE("migrating the pinned range");
 }
 
@@ -381,8 +381,8 @@ TEST_F_TIMEOUT(fixed, lifecycle, 60)
 						    self->npages, PIN_PROT_SYS_PMD,
 						    "registered over the device folio"),
 			  0);
-		ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
-					  "buffer registered over the device"), 0);
+		ASSERT_EQ(hmm_folio_check_tags(p, self->size, (uintptr_t)p, gen,
+					       "buffer registered over the device"), 0);
 	} else {
 		ASSERT_EQ(pin_ring_register(&self->ring, p, self->size), 0);
 	}
@@ -396,8 +396,8 @@ TEST_F_TIMEOUT(fixed, lifecycle, 60)
 	/* Unpinned, the THP goes to the device whole, and comes back. */
 	ASSERT_EQ(pin_ring_unregister(&self->ring), 0);
 	fixed_to_device(_metadata, self, p, gen);
-	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
-				  "CPU view after fault-back"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(p, self->size, (uintptr_t)p, gen,
+				       "CPU view after fault-back"), 0);
 	ASSERT_EQ(munmap(p, self->size), 0);
 }
 
@@ -637,9 +637,9 @@ static unsigned long race_check(FIXTURE_DATA(race) *self, const char *buf,
 	unsigned long i, bad = 0;
 
 	for (i = 0; i < self->npages; i++)
-		bad += hmm_folio_check(buf + i * psize(), psize(),
-				       (uintptr_t)self->src + i * psize(),
-				       self->gens[i], what);
+		bad += hmm_folio_check_tags(buf + i * psize(), psize(),
+					    (uintptr_t)self->src + i * psize(),
+					    self->gens[i], what);
 	return bad;
 }
 
@@ -696,9 +696,9 @@ TEST_F_TIMEOUT(race, dio, 60)
 				cut_bad += race_check_cut(self, first,
 							  ret / psize(), gen);
 		} else if (ret != (long)len ||
-			   hmm_folio_check(self->dst + off, len,
-					   (uintptr_t)self->src + off, gen,
-					   "read buffer during the race")) {
+			   hmm_folio_check_tags(self->dst + off, len,
+						(uintptr_t)self->src + off, gen,
+						"read buffer during the race")) {
 			TH_LOG("read of %zu bytes at %zu: %ld", len, off, ret);
 			break;
 		}

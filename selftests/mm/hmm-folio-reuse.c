@@ -210,8 +210,8 @@ static __u64 range_to_device(struct __test_metadata *_metadata,
 		if (order)
 			ASSERT_EQ(d->offset, self->pfns[0].offset + i);
 	}
-	ASSERT_EQ(hmm_folio_check_folios(self->fd, HMM_DMIRROR_CHECK_RANGE, 0,
-					 p, self->npages), 0);
+	ASSERT_EQ(hmm_folio_check_invariants(self->fd, HMM_DMIRROR_CHECK_RANGE, 0,
+					     p, self->npages), 0);
 	HMM_FOLIO_STEP_DONE("checking the range's device folios");
 	return self->pfns[0].offset;
 }
@@ -239,12 +239,12 @@ static unsigned int range_back(struct __test_metadata *_metadata,
 		/* One page alone first: splits the PMD; then a CPU read. */
 		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_SYS,
 					p + psize(), NULL, 1, NULL), 0);
-		ASSERT_EQ(hmm_folio_check(p + psize(), psize(),
-					  (uintptr_t)p + psize(), gen,
-					  "page migrated back alone"), 0);
-		ASSERT_EQ(hmm_folio_check_folios(self->fd,
-						 HMM_DMIRROR_CHECK_RANGE, 0, p,
-						 self->npages), 0);
+		ASSERT_EQ(hmm_folio_check_tags(p + psize(), psize(),
+					       (uintptr_t)p + psize(), gen,
+					       "page migrated back alone"), 0);
+		ASSERT_EQ(hmm_folio_check_invariants(self->fd,
+						     HMM_DMIRROR_CHECK_RANGE, 0, p,
+						     self->npages), 0);
 		back = BACK_READ;
 	}
 	ASSERT_EQ(hmm_folio_back(self->fd, p, self->size, self->mirror, &gen,
@@ -277,13 +277,13 @@ static char *op_mremap(struct __test_metadata *_metadata,
 			TH_LOG("the range left behind by MREMAP_DONTUNMAP is not empty");
 		ASSERT_EQ(munmap(p, self->size), 0);
 		/* The data moved with the pages: tags of the old address. */
-		ASSERT_EQ(hmm_folio_check(q, self->size, (uintptr_t)p, *gen,
-					  "after MREMAP_DONTUNMAP"), 0);
+		ASSERT_EQ(hmm_folio_check_tags(q, self->size, (uintptr_t)p, *gen,
+					       "after MREMAP_DONTUNMAP"), 0);
 		break;
 	case OP_MREMAP_SHRINK:
 		ASSERT_EQ(mremap(p, self->size, half, 0), p);
-		ASSERT_EQ(hmm_folio_check(p, half, (uintptr_t)p, *gen,
-					  "after shrinking mremap"), 0);
+		ASSERT_EQ(hmm_folio_check_tags(p, half, (uintptr_t)p, *gen,
+					       "after shrinking mremap"), 0);
 		q = mmap(p + half, half, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 		ASSERT_EQ(q, p + half);
@@ -292,8 +292,8 @@ static char *op_mremap(struct __test_metadata *_metadata,
 	case OP_MREMAP_GROW:
 		q = mremap(p, self->size, 2 * self->size, MREMAP_MAYMOVE);
 		ASSERT_NE(q, MAP_FAILED);
-		ASSERT_EQ(hmm_folio_check(q, self->size, (uintptr_t)p, *gen,
-					  "after growing mremap"), 0);
+		ASSERT_EQ(hmm_folio_check_tags(q, self->size, (uintptr_t)p, *gen,
+					       "after growing mremap"), 0);
 		ASSERT_EQ(munmap(q + self->size, self->size), 0);
 		break;
 	default:
@@ -314,15 +314,15 @@ static void op_fork_cow(struct __test_metadata *_metadata,
 	ASSERT_GE(pid, 0);
 	if (!pid) {
 		hmm_folio_fill(p, self->size, (uintptr_t)p, *gen + 100);
-		ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p,
-					  *gen + 100, "child's copy"), 0);
+		ASSERT_EQ(hmm_folio_check_tags(p, self->size, (uintptr_t)p,
+					       *gen + 100, "child's copy"), 0);
 		_exit(0);
 	}
 	ASSERT_EQ(waitpid(pid, &status, 0), pid);
 	ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
 	/* The child's writes must not show through. */
-	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, *gen,
-				  "parent after the child's COW writes"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(p, self->size, (uintptr_t)p, *gen,
+				       "parent after the child's COW writes"), 0);
 	hmm_folio_fill(p, self->size, (uintptr_t)p, ++*gen);
 }
 
@@ -396,8 +396,8 @@ static void expect_device_pmd(struct __test_metadata *_metadata,
 			TH_LOG("page %lu: order %u offset %#llx after the operation",
 			       i, self->pfns[i].order,
 			       (unsigned long long)self->pfns[i].offset);
-	ASSERT_EQ(hmm_folio_check_folios(self->fd, HMM_DMIRROR_CHECK_RANGE, 0,
-					 p, self->npages), 0);
+	ASSERT_EQ(hmm_folio_check_invariants(self->fd, HMM_DMIRROR_CHECK_RANGE, 0,
+					     p, self->npages), 0);
 }
 
 /*
@@ -414,8 +414,8 @@ static char *range_op(struct __test_metadata *_metadata,
 		return p;
 	case OP_MPROTECT_RO:
 		ASSERT_EQ(mprotect(p, self->size, PROT_READ), 0);
-		ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, *gen,
-					  "read-only view"), 0);
+		ASSERT_EQ(hmm_folio_check_tags(p, self->size, (uintptr_t)p, *gen,
+					       "read-only view"), 0);
 		ASSERT_EQ(mprotect(p, self->size, PROT_READ | PROT_WRITE), 0);
 		break;
 	case OP_MPROTECT_NONE:
@@ -449,8 +449,8 @@ static char *range_op(struct __test_metadata *_metadata,
 	if (op != OP_MPROTECT_RO && op != OP_MREMAP_SHRINK && op != OP_FORK_COW)
 		expect_device_pmd(_metadata, self, p);
 	/* And the data is intact when the CPU faults it back. */
-	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, *gen,
-				  "after the operation"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(p, self->size, (uintptr_t)p, *gen,
+				       "after the operation"), 0);
 	HMM_FOLIO_STEP_DONE("the operation on the device range");
 	return p;
 }
@@ -480,8 +480,8 @@ static void range_free(struct __test_metadata *_metadata,
 		memset(self->mirror, 0, half);
 		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_READ, p,
 					self->mirror, half / psize(), NULL), 0);
-		ASSERT_EQ(hmm_folio_check(self->mirror, half, (uintptr_t)p, gen,
-					  "device read after partial munmap"), 0);
+		ASSERT_EQ(hmm_folio_check_tags(self->mirror, half, (uintptr_t)p, gen,
+					       "device read after partial munmap"), 0);
 		ASSERT_EQ(munmap(p, half), 0);
 		break;
 	case FREE_DONTNEED:
@@ -507,9 +507,9 @@ static void range_free(struct __test_metadata *_metadata,
 			ASSERT_EQ(self->pfns[i].offset, base + i)
 				TH_LOG("page %zu moved off its device folio", i);
 		ASSERT_EQ(self->pfns[0].order, self->pmd_order);
-		ASSERT_EQ(hmm_folio_check_folios(self->fd,
-						 HMM_DMIRROR_CHECK_RANGE, 0, q,
-						 self->npages), 0);
+		ASSERT_EQ(hmm_folio_check_invariants(self->fd,
+						     HMM_DMIRROR_CHECK_RANGE, 0, q,
+						     self->npages), 0);
 		ASSERT_EQ(munmap(q, self->size), 0);
 		break;
 	case FREE_FORK:
@@ -527,8 +527,8 @@ static void range_free(struct __test_metadata *_metadata,
 		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
 						    HMM_FOLIO_SNAP_SYSTEM,
 						    "after device release"), 0);
-		ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen,
-					  "CPU view after device release"), 0);
+		ASSERT_EQ(hmm_folio_check_tags(p, self->size, (uintptr_t)p, gen,
+					       "CPU view after device release"), 0);
 		ASSERT_EQ(munmap(p, self->size), 0);
 		break;
 	default:
@@ -569,8 +569,8 @@ static void reuse_no_data(struct __test_metadata *_metadata,
 	for (i = 0; i < self->npages; i++)
 		ASSERT_NE(self->pfns[i].offset, HMM_DMIRROR_DEVPFN_NONE)
 			TH_LOG("page %lu is not on the device", i);
-	ASSERT_EQ(hmm_folio_check_folios(self->fd, HMM_DMIRROR_CHECK_RANGE, 0,
-					 p, self->npages), 0);
+	ASSERT_EQ(hmm_folio_check_invariants(self->fd, HMM_DMIRROR_CHECK_RANGE, 0,
+					     p, self->npages), 0);
 	old = malloc(self->npages * sizeof(*old));
 	ASSERT_NE(old, NULL);
 	memcpy(old, self->pfns, self->npages * sizeof(*old));
@@ -633,8 +633,8 @@ static void reuse_mixed(struct __test_metadata *_metadata,
 		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p,
 					mirror, npages, &cmd), 0);
 		ASSERT_EQ(cmd.cpages, npages);
-		ASSERT_EQ(hmm_folio_check(mirror, size, (uintptr_t)p, gen,
-					  "device copy of the mixed range"), 0);
+		ASSERT_EQ(hmm_folio_check_tags(mirror, size, (uintptr_t)p, gen,
+					       "device copy of the mixed range"), 0);
 		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, thp, self->npages,
 						    HMM_FOLIO_PROT_DEV_PMD,
 						    "THP half on the device"), 0);
@@ -654,9 +654,9 @@ static void reuse_mixed(struct __test_metadata *_metadata,
 				TH_LOG("round %u: page %lu has order %u",
 				       round, i, pfns[i].order);
 		}
-		ASSERT_EQ(hmm_folio_check_folios(self->fd,
-						 HMM_DMIRROR_CHECK_RANGE, 0, p,
-						 npages), 0);
+		ASSERT_EQ(hmm_folio_check_invariants(self->fd,
+						     HMM_DMIRROR_CHECK_RANGE, 0, p,
+						     npages), 0);
 		if (round)
 			break;
 		memcpy(old, pfns, npages * sizeof(*old));
@@ -999,8 +999,8 @@ TEST_F(evict, close_after_reuse_from_the_end)
 	ASSERT_EQ(left, 0)
 		TH_LOG("the eviction left %ld of %lu pages on the device",
 		       left, nsmall);
-	ASSERT_EQ(hmm_folio_check(q, nsmall * psize(), (uintptr_t)q, 2,
-				  "CPU view after the eviction"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(q, nsmall * psize(), (uintptr_t)q, 2,
+				       "CPU view after the eviction"), 0);
 	ASSERT_EQ(munmap(q, size), 0);
 	free(mirror);
 	free(pfns);
@@ -1083,8 +1083,8 @@ TEST_F(known_bugs, device_read_after_mremap)
 		HMM_FOLIO_XFAIL_KNOWN("hmm_absent_pmd_offset",
 				    "page %lu holds page 0's tag: every page i holds page i mod %lu's",
 				    first, first);
-	ASSERT_EQ(hmm_folio_check(mirror, size, (uintptr_t)p, 1,
-				  "device read of a moved device THP"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(mirror, size, (uintptr_t)p, 1,
+				       "device read of a moved device THP"), 0);
 	free(mirror);
 	munmap(q, size);
 }

@@ -193,8 +193,8 @@ fail(struct worker *w, const char *fmt, ...)
 static void check_slot(struct worker *w, int s, const char *after)
 {
 	struct slot *sl = &slots[s];
-	unsigned long bad = hmm_folio_check(sl->addr, size, sl->tagaddr,
-					    sl->gen, after);
+	unsigned long bad = hmm_folio_check_tags(sl->addr, size, sl->tagaddr,
+						 sl->gen, after);
 
 	if (bad)
 		fail(w, "slot %d: %lu bad page(s) after %s", s, bad, after);
@@ -270,8 +270,8 @@ static void op_exclusive(struct worker *w, int s)
 				    npages, &cmd);
 		if (ret)
 			fail(w, "slot %d: device read: %s", s, strerror(-ret));
-		if (hmm_folio_check(w->mirror, size, sl->tagaddr, sl->gen,
-				    "device read"))
+		if (hmm_folio_check_tags(w->mirror, size, sl->tagaddr, sl->gen,
+					 "device read"))
 			fail(w, "slot %d: bad device read", s);
 		break;
 	case 4:
@@ -283,9 +283,9 @@ static void op_exclusive(struct worker *w, int s)
 		if (ret && ret != -ENOENT)
 			fail(w, "slot %d: MIGRATE_TO_DEV: %s", s, strerror(-ret));
 		/* Pages already there are not in the mirror's copy: ENOENT. */
-		if (!ret && hmm_folio_check(w->mirror, (npages - off) * psize(),
-					    sl->tagaddr + off * psize(),
-					    sl->gen, "device copy"))
+		if (!ret && hmm_folio_check_tags(w->mirror, (npages - off) * psize(),
+						 sl->tagaddr + off * psize(),
+						 sl->gen, "device copy"))
 			fail(w, "slot %d: bad device copy", s);
 		break;
 	case 5:
@@ -312,8 +312,8 @@ static void op_exclusive(struct worker *w, int s)
 	log_op(w, op, s, off, npages - off, ret);
 	check_slot(w, s, op);
 	/* Nobody else moves the slot now: its folios must be at rest. */
-	n = hmm_folio_check_folios(fd, HMM_DMIRROR_CHECK_RANGE, 0, sl->addr,
-				   npages);
+	n = hmm_folio_check_invariants(fd, HMM_DMIRROR_CHECK_RANGE, 0, sl->addr,
+				       npages);
 	log_op(w, "check_range", s, 0, npages, (int)n);
 	if (n)
 		fail(w, "slot %d: folio check: %ld violation(s)", s, n);
@@ -343,8 +343,8 @@ static void op_fork(struct worker *w)
 	if (!pid) {
 		/* Only memory: other threads' locks are not ours. */
 		hmm_folio_fill(sl->addr, size, (uintptr_t)sl->addr, g);
-		_exit(hmm_folio_check(sl->addr, size, (uintptr_t)sl->addr, g,
-				      "child's copy") ? 1 : 0);
+		_exit(hmm_folio_check_tags(sl->addr, size, (uintptr_t)sl->addr, g,
+					   "child's copy") ? 1 : 0);
 	}
 	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
 	    WEXITSTATUS(status))
@@ -443,14 +443,14 @@ static void op_folio(struct worker *w)
 		i = rnd_below(w, w->nheld);
 		c.handle = w->held[i];
 		c.seed = w->held_seed[i];
-		ret = hmm_folio_folio(fd, HMM_DMIRROR_FOLIO_VERIFY, &c);
+		ret = hmm_folio_direct_folio(fd, HMM_DMIRROR_FOLIO_VERIFY, &c);
 		if (ret || c.bad_pages)
 			fail(w, "held folio %llu: verify %d, %llu bad pages",
 			     (unsigned long long)c.handle, ret,
 			     (unsigned long long)c.bad_pages);
 		memset(&c, 0, sizeof(c));
 		c.handle = w->held[i];
-		ret = hmm_folio_folio(fd, HMM_DMIRROR_FOLIO_FREE, &c);
+		ret = hmm_folio_direct_folio(fd, HMM_DMIRROR_FOLIO_FREE, &c);
 		log_op(w, "folio_free", -1, i, 0, ret);
 		if (ret)
 			fail(w, "folio free: %s", strerror(-ret));
@@ -459,7 +459,7 @@ static void op_folio(struct worker *w)
 		return;
 	}
 	c.order = rnd_below(w, sz2ord(size, psize()) + 1);
-	ret = hmm_folio_folio(fd, HMM_DMIRROR_FOLIO_ALLOC, &c);
+	ret = hmm_folio_direct_folio(fd, HMM_DMIRROR_FOLIO_ALLOC, &c);
 	log_op(w, "folio_alloc", -1, c.order, 1L << c.order, ret);
 	if (ret == -ENOMEM || ret == -ENOSPC)
 		return;		/* device memory full or fragmented */
@@ -470,7 +470,7 @@ static void op_folio(struct worker *w)
 	memset(&c, 0, sizeof(c));
 	c.handle = w->held[w->nheld];
 	c.seed = w->held_seed[w->nheld++];
-	ret = hmm_folio_folio(fd, HMM_DMIRROR_FOLIO_FILL, &c);
+	ret = hmm_folio_direct_folio(fd, HMM_DMIRROR_FOLIO_FILL, &c);
 	if (ret)
 		fail(w, "folio fill: %s", strerror(-ret));
 }
@@ -487,15 +487,15 @@ static void round_check(struct worker *w)
 
 	for (s = 0; s < SLOTS; s++) {
 		pthread_rwlock_wrlock(&slots[s].lock);
-		n = hmm_folio_check_folios(fd, HMM_DMIRROR_CHECK_RANGE, 0,
-					   slots[s].addr, npages);
+		n = hmm_folio_check_invariants(fd, HMM_DMIRROR_CHECK_RANGE, 0,
+					       slots[s].addr, npages);
 		pthread_rwlock_unlock(&slots[s].lock);
 		log_op(w, "check_range", s, 0, npages, (int)n);
 		if (n)
 			fail(w, "slot %d: folio check: %ld violation(s)", s, n);
 	}
 	pthread_mutex_lock(&held_lock);
-	n = hmm_folio_check_folios(fd, HMM_DMIRROR_CHECK_HELD, 0, NULL, 0);
+	n = hmm_folio_check_invariants(fd, HMM_DMIRROR_CHECK_HELD, 0, NULL, 0);
 	pthread_mutex_unlock(&held_lock);
 	log_op(w, "check_held", -1, 0, 0, (int)n);
 	if (n)

@@ -146,8 +146,8 @@ static void reuse_after_reload(struct __test_metadata *_metadata,
 	ASSERT_EQ(hmm_folio_devpfn(self->fd, p, self->npages, pfns), 0);
 	base = pfns[0].offset;
 	ASSERT_EQ(pfns[0].order, sz2ord(self->size, psize()));
-	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, 7,
-				  "after the reload"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(p, self->size, (uintptr_t)p, 7,
+				       "after the reload"), 0);
 	ASSERT_EQ(munmap(p, self->size), 0);
 	for (j = 0; j < self->npages >> 5; j++) {
 		struct hmm_dmirror_folio_cmd c = {
@@ -156,11 +156,11 @@ static void reuse_after_reload(struct __test_metadata *_metadata,
 			.flags = HMM_DMIRROR_FOLIO_AT_OFFSET,
 		};
 
-		ASSERT_EQ(hmm_folio_folio(self->fd, HMM_DMIRROR_FOLIO_ALLOC,
-					  &c), 0);
+		ASSERT_EQ(hmm_folio_direct_folio(self->fd, HMM_DMIRROR_FOLIO_ALLOC,
+						 &c), 0);
 	}
-	ASSERT_EQ(hmm_folio_check_folios(self->fd, HMM_DMIRROR_CHECK_HELD, 0,
-					 NULL, 0), 0);
+	ASSERT_EQ(hmm_folio_check_invariants(self->fd, HMM_DMIRROR_CHECK_HELD, 0,
+					     NULL, 0), 0);
 	hmm_folio_set_policy(self->fd, old_policy, NULL);
 	free(pfns);
 	/* The held folios go when the fd is closed, in the teardown. */
@@ -176,11 +176,11 @@ TEST_F_TIMEOUT(teardown, unload_reload, 120)
 	case BUSY_HELD: {
 		struct hmm_dmirror_folio_cmd c = { .order = 4 };
 
-		ASSERT_EQ(hmm_folio_folio(self->fd, HMM_DMIRROR_FOLIO_ALLOC,
-					  &c), 0);
+		ASSERT_EQ(hmm_folio_direct_folio(self->fd, HMM_DMIRROR_FOLIO_ALLOC,
+						 &c), 0);
 		c.order = 9;
-		ASSERT_EQ(hmm_folio_folio(self->fd, HMM_DMIRROR_FOLIO_ALLOC,
-					  &c), 0);
+		ASSERT_EQ(hmm_folio_direct_folio(self->fd, HMM_DMIRROR_FOLIO_ALLOC,
+						 &c), 0);
 		break;
 	}
 	case BUSY_MAPPED:
@@ -253,18 +253,18 @@ TEST_F_TIMEOUT(teardown, unload_reload, 120)
 						      i * psize()) & PM_PRESENT)
 				TH_LOG("page %lu not back in system memory", i);
 		close(pagemap);
-		ASSERT_EQ(hmm_folio_check(self->thp, self->size,
-					  (uintptr_t)self->thp, 3,
-					  "after the device was closed"), 0);
+		ASSERT_EQ(hmm_folio_check_tags(self->thp, self->size,
+					       (uintptr_t)self->thp, 3,
+					       "after the device was closed"), 0);
 	}
 	ASSERT_EQ(unload_bounded(UNLOAD_SECS), 0)
 		TH_LOG("unload after close");
 	ASSERT_FALSE(loaded());
 	ASSERT_EQ(load(self->module, ""), 0);
 	if (self->thp)
-		ASSERT_EQ(hmm_folio_check(self->thp, self->size,
-					  (uintptr_t)self->thp, 3,
-					  "after the reload"), 0);
+		ASSERT_EQ(hmm_folio_check_tags(self->thp, self->size,
+					       (uintptr_t)self->thp, 3,
+					       "after the reload"), 0);
 	reuse_after_reload(_metadata, self);
 }
 

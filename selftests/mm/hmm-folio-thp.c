@@ -290,9 +290,9 @@ TEST_F_TIMEOUT(split, soft_dirty, 60)
 		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p + psize(), 1,
 						    HMM_FOLIO_SNAP_SYSTEM,
 						    "the page migrated back"), 0);
-		ASSERT_EQ(hmm_folio_check(p + psize(), psize(),
-					  (uintptr_t)p + psize(), gen,
-					  "the page migrated back"), 0);
+		ASSERT_EQ(hmm_folio_check_tags(p + psize(), psize(),
+					       (uintptr_t)p + psize(), gen,
+					       "the page migrated back"), 0);
 		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, 1, pte,
 						    "page 0 left on the device"), 0);
 		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p + 2 * psize(),
@@ -311,9 +311,9 @@ TEST_F_TIMEOUT(split, soft_dirty, 60)
 				  "after the split"), 0);
 
 	/* And the data comes back intact. */
-	ASSERT_EQ(hmm_folio_check(p, variant->how == SPLIT_MUNMAP ? hsize :
-				  self->size, (uintptr_t)p, gen,
-				  "CPU view after the split"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(p, variant->how == SPLIT_MUNMAP ? hsize :
+				       self->size, (uintptr_t)p, gen,
+				       "CPU view after the split"), 0);
 	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p,
 					    variant->how == SPLIT_MUNMAP ?
 					    half : self->npages,
@@ -387,12 +387,12 @@ TEST_F(crashers, migrate_after_fork)
 	ASSERT_EQ(waitpid(pid, &status, 0), pid);
 	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, mirror,
 				npages, &cmd), 0);
-	ASSERT_EQ(hmm_folio_check(mirror, size, (uintptr_t)p, 1,
-				  "device copy"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(mirror, size, (uintptr_t)p, 1,
+				       "device copy"), 0);
 	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, npages,
 					    HMM_FOLIO_PROT_DEV_PMD_RO,
 					    "after MIGRATE_TO_DEV"), 0);
-	ASSERT_EQ(hmm_folio_check(p, size, (uintptr_t)p, 1, "CPU view"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(p, size, (uintptr_t)p, 1, "CPU view"), 0);
 	free(mirror);
 	munmap(p, size);
 }

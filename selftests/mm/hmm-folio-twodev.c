@@ -144,8 +144,8 @@ static __u64 expect_on(struct __test_metadata *_metadata,
 	}
 	if (order < 0)
 		return HMM_DMIRROR_DEVPFN_NONE;
-	ASSERT_EQ(hmm_folio_check_folios(self->fd[dev], HMM_DMIRROR_CHECK_RANGE,
-					 0, p, self->npages), 0)
+	ASSERT_EQ(hmm_folio_check_invariants(self->fd[dev], HMM_DMIRROR_CHECK_RANGE,
+					     0, p, self->npages), 0)
 		TH_LOG("%s: folio check on device %d", step, dev);
 	/* Each device sees its own pages; the other one sees nothing. */
 	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd[dev], p, self->npages,
@@ -182,8 +182,8 @@ static void reuse_order0(struct __test_metadata *_metadata,
 			TH_LOG("device %d: page %lu at %#llx, off the freed block at %#llx",
 			       dev, i, (unsigned long long)self->pfns[i].offset,
 			       (unsigned long long)base);
-	ASSERT_EQ(hmm_folio_check(q, self->size, (uintptr_t)q, gen,
-				  "order-0 reuse, CPU view"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(q, self->size, (uintptr_t)q, gen,
+				       "order-0 reuse, CPU view"), 0);
 	ASSERT_EQ(munmap(q, self->size), 0);
 	HMM_FOLIO_STEP_DONE("reusing the freed block at order 0");
 }
@@ -233,9 +233,9 @@ static __u64 move(struct __test_metadata *_metadata, FIXTURE_DATA(twodev) *self,
 		memset(self->mirror, 0, self->size);
 		ASSERT_EQ(hmm_folio_cmd(self->fd[1], HMM_DMIRROR_READ, p,
 					self->mirror, self->npages, &cmd), 0);
-		ASSERT_EQ(hmm_folio_check(self->mirror, self->size,
-					  (uintptr_t)p, *gen,
-					  "device 1 read of device 0's THP"), 0);
+		ASSERT_EQ(hmm_folio_check_tags(self->mirror, self->size,
+					       (uintptr_t)p, *gen,
+					       "device 1 read of device 0's THP"), 0);
 		break;
 	case MOVE_CPU_WRITE:
 		hmm_folio_fill(p, self->size, (uintptr_t)p, ++*gen);
@@ -305,8 +305,8 @@ TEST_F_TIMEOUT(twodev, lifecycle, 60)
 							    self->npages,
 							    HMM_FOLIO_SNAP_SYSTEM,
 							    "evicted by the close"), 0);
-			ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p,
-						  gen, "after device 1's close"),
+			ASSERT_EQ(hmm_folio_check_tags(p, self->size, (uintptr_t)p,
+						       gen, "after device 1's close"),
 				  0);
 			ASSERT_EQ(munmap(p, self->size), 0);
 		}
@@ -320,8 +320,8 @@ TEST_F_TIMEOUT(twodev, lifecycle, 60)
 	ASSERT_NE(p, NULL);
 	ASSERT_EQ(expect_on(_metadata, self, 1, p, self->pmd_order,
 			    "a THP on device 1 again"), base1);
-	ASSERT_EQ(hmm_folio_check(p, self->size, (uintptr_t)p, gen + 200,
-				  "CPU view at the end"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(p, self->size, (uintptr_t)p, gen + 200,
+				       "CPU view at the end"), 0);
 	ASSERT_EQ(munmap(p, self->size), 0);
 }
 

@@ -132,8 +132,8 @@ static const char * const hmm_folio_fields[] = {
 	"private",
 };
 
-long hmm_folio_check_folios(int fd, unsigned int flags, __u64 handle,
-			    void *addr, unsigned long npages)
+long hmm_folio_check_invariants(int fd, unsigned int flags, __u64 handle,
+				void *addr, unsigned long npages)
 {
 	struct hmm_dmirror_check_cmd cmd = {
 		.handle = handle,
@@ -198,8 +198,8 @@ long hmm_folio_snapshot_expect(int fd, void *addr, unsigned long npages,
 	return bad;
 }
 
-int hmm_folio_folio(int fd, unsigned long request,
-		    struct hmm_dmirror_folio_cmd *cmd)
+int hmm_folio_direct_folio(int fd, unsigned long request,
+			   struct hmm_dmirror_folio_cmd *cmd)
 {
 	return hmm_folio_ioctl(fd, request, cmd);
 }
@@ -220,7 +220,7 @@ long hmm_folio_direct_cycle(int fd, __u64 base, unsigned long npages,
 			.flags = HMM_DMIRROR_FOLIO_AT_OFFSET,
 		};
 
-		ret = hmm_folio_folio(fd, HMM_DMIRROR_FOLIO_ALLOC, &c);
+		ret = hmm_folio_direct_folio(fd, HMM_DMIRROR_FOLIO_ALLOC, &c);
 		if (ret) {
 			fprintf(stderr, "# order-%u folio at offset %#llx: %s\n",
 				order, (unsigned long long)c.offset,
@@ -235,22 +235,22 @@ long hmm_folio_direct_cycle(int fd, __u64 base, unsigned long npages,
 			ret = -EFAULT;
 			break;
 		}
-		ret = hmm_folio_check_folios(fd, HMM_DMIRROR_CHECK_HANDLE,
-					     c.handle, NULL, 0);
+		ret = hmm_folio_check_invariants(fd, HMM_DMIRROR_CHECK_HANDLE,
+						 c.handle, NULL, 0);
 	}
 	for (j = 0; j < n && !ret; j++) {
 		struct hmm_dmirror_folio_cmd c = {
 			.handle = handles[j], .seed = j + 1,
 		};
 
-		ret = hmm_folio_folio(fd, HMM_DMIRROR_FOLIO_FILL, &c);
+		ret = hmm_folio_direct_folio(fd, HMM_DMIRROR_FOLIO_FILL, &c);
 	}
 	for (j = 0; j < n && !ret; j++) {
 		struct hmm_dmirror_folio_cmd c = {
 			.handle = handles[j], .seed = j + 1,
 		};
 
-		ret = hmm_folio_folio(fd, HMM_DMIRROR_FOLIO_VERIFY, &c);
+		ret = hmm_folio_direct_folio(fd, HMM_DMIRROR_FOLIO_VERIFY, &c);
 		if (!ret && (c.bad_pages || c.order != order)) {
 			fprintf(stderr, "# order-%u folio %lu of %lu: %llu bad pages, order %u\n",
 				order, j, n, (unsigned long long)c.bad_pages,
@@ -259,12 +259,12 @@ long hmm_folio_direct_cycle(int fd, __u64 base, unsigned long npages,
 		}
 	}
 	if (!ret)
-		ret = hmm_folio_check_folios(fd, HMM_DMIRROR_CHECK_HELD, 0,
-					     NULL, 0);
+		ret = hmm_folio_check_invariants(fd, HMM_DMIRROR_CHECK_HELD, 0,
+						 NULL, 0);
 	for (j = 0; j < n && !ret; j++) {
 		struct hmm_dmirror_folio_cmd c = { .handle = handles[j] };
 
-		ret = hmm_folio_folio(fd, HMM_DMIRROR_FOLIO_FREE, &c);
+		ret = hmm_folio_direct_folio(fd, HMM_DMIRROR_FOLIO_FREE, &c);
 	}
 	free(handles);
 	if (hmm_folio_step_check("a direct folio cycle") && !ret)
@@ -291,8 +291,8 @@ void hmm_folio_fill(void *buf, size_t size, uintptr_t addr, unsigned int gen)
 		p[i] = hmm_folio_tag(addr + i * sizeof(*p), gen);
 }
 
-unsigned long hmm_folio_check(const void *buf, size_t size, uintptr_t addr,
-			      unsigned int gen, const char *what)
+unsigned long hmm_folio_check_tags(const void *buf, size_t size, uintptr_t addr,
+				   unsigned int gen, const char *what)
 {
 	const size_t words = psize() / sizeof(uint64_t);
 	const uint64_t *p = buf;
@@ -448,8 +448,8 @@ long hmm_folio_to_device(int fd, char *p, size_t size, void *mirror,
 			strerror(-ret), (unsigned long long)cmd.cpages, npages);
 		return ret ? ret : -EAGAIN;
 	}
-	bad = hmm_folio_check(mirror, size, (uintptr_t)p, gen,
-			      "device copy after MIGRATE_TO_DEV");
+	bad = hmm_folio_check_tags(mirror, size, (uintptr_t)p, gen,
+				   "device copy after MIGRATE_TO_DEV");
 	if (!bad && snap)
 		bad = hmm_folio_snapshot_expect(fd, p, npages, snap,
 						"after MIGRATE_TO_DEV");
@@ -478,8 +478,8 @@ long hmm_folio_back(int fd, char *p, size_t size, void *mirror,
 		ret = hmm_folio_cmd(fd, HMM_DMIRROR_READ, p, mirror, npages,
 				    NULL);
 		if (!ret)
-			bad = hmm_folio_check(mirror, size, (uintptr_t)p, *gen,
-					      "device read");
+			bad = hmm_folio_check_tags(mirror, size, (uintptr_t)p, *gen,
+						   "device read");
 		break;
 	case BACK_DEVICE_WRITE:
 		hmm_folio_fill(mirror, size, (uintptr_t)p, ++*gen);
@@ -496,8 +496,8 @@ long hmm_folio_back(int fd, char *p, size_t size, void *mirror,
 		return ret;
 	}
 	if (!bad)
-		bad = hmm_folio_check(p, size, (uintptr_t)p, *gen,
-				      "CPU view after fault-back");
+		bad = hmm_folio_check_tags(p, size, (uintptr_t)p, *gen,
+					   "CPU view after fault-back");
 	if (!bad)
 		bad = hmm_folio_snapshot_expect(fd, p, npages,
 						HMM_FOLIO_SNAP_SYSTEM,

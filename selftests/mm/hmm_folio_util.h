@@ -73,8 +73,8 @@ int hmm_folio_devpfn(int fd, void *addr, unsigned long npages,
  * Folio invariants (HMM_DMIRROR_CHECK with @flags); returns the number of
  * violations (printing the first) or -errno.
  */
-long hmm_folio_check_folios(int fd, unsigned int flags, __u64 handle,
-			    void *addr, unsigned long npages);
+long hmm_folio_check_invariants(int fd, unsigned int flags, __u64 handle,
+				void *addr, unsigned long npages);
 /*
  * HMM_DMIRROR_SNAPSHOT of [addr, +npages): every page must read @want, or,
  * for HMM_FOLIO_SNAP_SYSTEM, be mapped system memory (readable or writable,
@@ -89,8 +89,8 @@ long hmm_folio_snapshot_expect(int fd, void *addr, unsigned long npages,
 			       unsigned int want, const char *what);
 
 /* HMM_DMIRROR_FOLIO_* on @cmd; returns 0 or -errno. */
-int hmm_folio_folio(int fd, unsigned long request,
-		    struct hmm_dmirror_folio_cmd *cmd);
+int hmm_folio_direct_folio(int fd, unsigned long request,
+			   struct hmm_dmirror_folio_cmd *cmd);
 /*
  * Direct folios on the device memory at [base, +npages) (device page
  * offsets): one order-@order folio at each aligned offset, taken with
@@ -117,8 +117,8 @@ void hmm_folio_fill(void *buf, size_t size, uintptr_t addr, unsigned int gen);
  * may differ from @buf when checking a device mirror copy). Returns the
  * number of bad pages and prints the first bad word.
  */
-unsigned long hmm_folio_check(const void *buf, size_t size, uintptr_t addr,
-			      unsigned int gen, const char *what);
+unsigned long hmm_folio_check_tags(const void *buf, size_t size, uintptr_t addr,
+				   unsigned int gen, const char *what);
 
 /* Pages of [p, +size) that are not all zero (printing the first). */
 unsigned long hmm_folio_nonzero_pages(const void *p, size_t size);
