@@ -216,12 +216,60 @@ static void slot_new(struct worker *w, int s)
 	hmm_folio_fill(sl->addr, size, sl->tagaddr, sl->gen);
 }
 
+/*
+ * The device writes the slot (a new generation @g) or reads it. Alone on
+ * the range: test_hmm's read of its mirror does not exclude a migration of
+ * the same range to system memory (dmirror_do_read() copies from the page
+ * its page table names, unreferenced; the migration erases the entry and
+ * frees the page without dmirror->mutex), so a racing MIGRATE_TO_SYS lets it
+ * read a page already reused.
+ */
+static int op_device(struct worker *w, int s, unsigned int g, bool write)
+{
+	struct slot *sl = &slots[s];
+	int ret;
+
+	if (write)
+		hmm_folio_fill(w->mirror, size, (uintptr_t)sl->addr, g);
+	ret = hmm_folio_cmd(fd, write ? HMM_DMIRROR_WRITE : HMM_DMIRROR_READ,
+			    sl->addr, w->mirror, npages, NULL);
+	if (ret)
+		fail(w, "slot %d: device %s: %s", s, write ? "write" : "read",
+		     strerror(-ret));
+	if (write) {
+		sl->gen = g;
+		sl->tagaddr = (uintptr_t)sl->addr;
+	} else if (hmm_folio_check_tags(w->mirror, size, sl->tagaddr, sl->gen,
+					"device read")) {
+		fail(w, "slot %d: bad device read", s);
+	}
+	return ret;
+}
+
+/* The slot from page @off on to the device, its copy checked. */
+static int op_to_dev_alone(struct worker *w, int s, unsigned long off)
+{
+	struct slot *sl = &slots[s];
+	int ret;
+
+	ret = hmm_folio_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV,
+			    sl->addr + off * psize(), w->mirror, npages - off,
+			    NULL);
+	if (ret && ret != -ENOENT)
+		fail(w, "slot %d: MIGRATE_TO_DEV: %s", s, strerror(-ret));
+	/* Pages already there are not in the mirror's copy: ENOENT. */
+	if (!ret && hmm_folio_check_tags(w->mirror, (npages - off) * psize(),
+					 sl->tagaddr + off * psize(), sl->gen,
+					 "device copy"))
+		fail(w, "slot %d: bad device copy", s);
+	return ret;
+}
+
 /* Ops that change the data, or read it through the device: held alone. */
 static void op_exclusive(struct worker *w, int s)
 {
 	struct slot *sl = &slots[s];
 	unsigned int g = atomic_fetch_add(&gens, 1);
-	struct hmm_dmirror_cmd cmd;
 	unsigned long off = 0;
 	const char *op;
 	int ret = 0;
@@ -239,13 +287,7 @@ static void op_exclusive(struct worker *w, int s)
 		op = "device_write";
 		if (!sl->small)
 			return;
-		hmm_folio_fill(w->mirror, size, (uintptr_t)sl->addr, g);
-		ret = hmm_folio_cmd(fd, HMM_DMIRROR_WRITE, sl->addr, w->mirror,
-				    npages, &cmd);
-		if (ret)
-			fail(w, "slot %d: device write: %s", s, strerror(-ret));
-		sl->gen = g;
-		sl->tagaddr = (uintptr_t)sl->addr;
+		ret = op_device(w, s, g, true);
 		break;
 	case 2:
 		op = "munmap_new";
@@ -255,38 +297,15 @@ static void op_exclusive(struct worker *w, int s)
 		slot_new(w, s);
 		break;
 	case 3:
-		/*
-		 * Alone on the range: test_hmm's read of its mirror does not
-		 * exclude a migration of the same range to system memory
-		 * (dmirror_do_read() copies from the page its page table
-		 * names, unreferenced; the migration erases the entry and
-		 * frees the page without dmirror->mutex), so a racing
-		 * MIGRATE_TO_SYS lets it read a page already reused.
-		 */
 		op = "device_read";
 		if (!sl->small)
 			return;
-		ret = hmm_folio_cmd(fd, HMM_DMIRROR_READ, sl->addr, w->mirror,
-				    npages, &cmd);
-		if (ret)
-			fail(w, "slot %d: device read: %s", s, strerror(-ret));
-		if (hmm_folio_check_tags(w->mirror, size, sl->tagaddr, sl->gen,
-					 "device read"))
-			fail(w, "slot %d: bad device read", s);
+		ret = op_device(w, s, g, false);
 		break;
 	case 4:
 		op = "to_dev_alone";
 		off = rnd_below(w, 2) ? rnd_below(w, npages) : 0;
-		ret = hmm_folio_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV,
-				    sl->addr + off * psize(), w->mirror,
-				    npages - off, &cmd);
-		if (ret && ret != -ENOENT)
-			fail(w, "slot %d: MIGRATE_TO_DEV: %s", s, strerror(-ret));
-		/* Pages already there are not in the mirror's copy: ENOENT. */
-		if (!ret && hmm_folio_check_tags(w->mirror, (npages - off) * psize(),
-						 sl->tagaddr + off * psize(),
-						 sl->gen, "device copy"))
-			fail(w, "slot %d: bad device copy", s);
+		ret = op_to_dev_alone(w, s, off);
 		break;
 	case 5:
 		op = "mremap";

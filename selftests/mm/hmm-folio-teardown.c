@@ -166,97 +166,107 @@ static void reuse_after_reload(struct __test_metadata *_metadata,
 	/* The held folios go when the fd is closed, in the teardown. */
 }
 
-TEST_F_TIMEOUT(teardown, unload_reload, 120)
+/* Make the device busy the row's way: held folios, a mapped THP, or none. */
+static void make_busy(struct __test_metadata *_metadata,
+		      FIXTURE_DATA(teardown) *self,
+		      const FIXTURE_VARIANT(teardown) *variant)
 {
-	struct hmm_dmirror_alloc_stats st;
-	int ret, status;
+	struct hmm_dmirror_folio_cmd c = { .order = 4 };
 	pid_t pid;
 
 	switch (variant->busy) {
-	case BUSY_HELD: {
-		struct hmm_dmirror_folio_cmd c = { .order = 4 };
-
+	case BUSY_HELD:
 		ASSERT_EQ(hmm_folio_direct_folio(self->fd, HMM_DMIRROR_FOLIO_ALLOC,
 						 &c), 0);
 		c.order = 9;
 		ASSERT_EQ(hmm_folio_direct_folio(self->fd, HMM_DMIRROR_FOLIO_ALLOC,
 						 &c), 0);
 		break;
-	}
 	case BUSY_MAPPED:
 		self->thp = hmm_folio_thp_on_device(self->fd, self->size, 3);
 		ASSERT_NE(self->thp, NULL);
 		break;
 	case BUSY_EXITED:
-		pid = fork();
+		pid = hmm_folio_fork_owner(&self->fd, 1);
 		ASSERT_GE(pid, 0);
-		if (!pid) {
-			const char *why;
-			int fd = hmm_folio_open(0, &why);
-
-			if (fd < 0)
-				_exit(1);
-			/* Exits with its THP on the device. */
-			_exit(!hmm_folio_thp_on_device(fd, self->size, 5));
-		}
-		ASSERT_EQ(waitpid(pid, &status, 0), pid);
-		ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
+		/* Exits with its THP on the device. */
+		if (!pid)
+			_exit(!hmm_folio_thp_on_device(self->fd, self->size, 5));
+		ASSERT_EQ(hmm_folio_wait_owner(pid), 0);
 		break;
 	case BUSY_BADPARAM:
-		close(self->fd);
-		self->fd = -1;
-		ASSERT_EQ(unload_bounded(UNLOAD_SECS), 0);
-		/*
-		 * Values that are not numbers. (An unknown parameter is not an
-		 * error: the kernel ignores it with a warning.)
-		 */
-		ASSERT_EQ(load(self->module, "spm_addr_dev0=notanumber"),
-			  -EINVAL);
-		ASSERT_FALSE(loaded());
-		ASSERT_EQ(load(self->module, "spm_addr_dev1=0x"), -EINVAL);
-		ASSERT_FALSE(loaded());
-		ASSERT_EQ(load(self->module, ""), 0);
-		reuse_after_reload(_metadata, self);
+		break;
+	}
+}
+
+/*
+ * Module parameters that are not numbers fail the load with EINVAL and
+ * leave nothing loaded. (An unknown parameter is not an error: the kernel
+ * ignores it with a warning.)
+ */
+static void bad_parameters(struct __test_metadata *_metadata,
+			   FIXTURE_DATA(teardown) *self)
+{
+	close(self->fd);
+	self->fd = -1;
+	ASSERT_EQ(unload_bounded(UNLOAD_SECS), 0);
+	ASSERT_EQ(load(self->module, "spm_addr_dev0=notanumber"), -EINVAL);
+	ASSERT_FALSE(loaded());
+	ASSERT_EQ(load(self->module, "spm_addr_dev1=0x"), -EINVAL);
+	ASSERT_FALSE(loaded());
+	ASSERT_EQ(load(self->module, ""), 0);
+	reuse_after_reload(_metadata, self);
+}
+
+/* The mapped THP came back to system memory with its tags. */
+static void expect_thp_evicted(struct __test_metadata *_metadata,
+			       FIXTURE_DATA(teardown) *self)
+{
+	int pagemap = open("/proc/self/pagemap", O_RDONLY);
+	unsigned long i;
+
+	ASSERT_GE(pagemap, 0);
+	for (i = 0; i < self->npages; i++)
+		ASSERT_TRUE(pagemap_get_entry(pagemap, self->thp +
+					      i * psize()) & PM_PRESENT)
+			TH_LOG("page %lu not back in system memory", i);
+	close(pagemap);
+	ASSERT_EQ(hmm_folio_check_tags(self->thp, self->size,
+				       (uintptr_t)self->thp, 3,
+				       "after the device was closed"), 0);
+}
+
+TEST_F_TIMEOUT(teardown, unload_reload, 120)
+{
+	struct hmm_dmirror_alloc_stats st;
+	int ret;
+
+	if (variant->busy == BUSY_BADPARAM) {
+		bad_parameters(_metadata, self);
 		return;
 	}
+	make_busy(_metadata, self, variant);
 
 	/* In use: the open device holds the module. */
 	ret = unload_bounded(UNLOAD_SECS);
+	ASSERT_NE(ret, -ETIMEDOUT) TH_LOG("unload hung");
+	ASSERT_EQ(ret, -EWOULDBLOCK)
+		TH_LOG("unload while our fd is open: %s", strerror(-ret));
 	if (variant->busy == BUSY_EXITED) {
-		/* Nothing holds it: the exit freed the device folio. */
-		ASSERT_NE(ret, -ETIMEDOUT) TH_LOG("unload hung");
-		ASSERT_EQ(ret, -EWOULDBLOCK)
-			TH_LOG("unload while our fd is open: %s",
-			       strerror(-ret));
+		/* Only our fd holds it: the exit freed the device folio. */
 		ASSERT_EQ(hmm_folio_stats(self->fd, &st), 0);
 		ASSERT_EQ(st.free_pages, st.total_pages)
 			TH_LOG("%llu device pages still in use after the owner exited",
 			       (unsigned long long)(st.total_pages -
 						    st.free_pages));
-	} else {
-		ASSERT_NE(ret, -ETIMEDOUT) TH_LOG("unload hung");
-		ASSERT_EQ(ret, -EWOULDBLOCK)
-			TH_LOG("unload of a busy device: %s", strerror(-ret));
 	}
 	ASSERT_TRUE(loaded());
 
 	/* Closed: everything comes back to system memory, then it unloads. */
 	close(self->fd);
 	self->fd = -1;
-	if (self->thp) {
-		int pagemap = open("/proc/self/pagemap", O_RDONLY);
-		unsigned long i;
-
-		ASSERT_GE(pagemap, 0);
-		for (i = 0; i < self->npages; i++)
-			ASSERT_TRUE(pagemap_get_entry(pagemap, self->thp +
-						      i * psize()) & PM_PRESENT)
-				TH_LOG("page %lu not back in system memory", i);
-		close(pagemap);
-		ASSERT_EQ(hmm_folio_check_tags(self->thp, self->size,
-					       (uintptr_t)self->thp, 3,
-					       "after the device was closed"), 0);
-	}
+	if (self->thp)
+		expect_thp_evicted(_metadata, self);
 	ASSERT_EQ(unload_bounded(UNLOAD_SECS), 0)
 		TH_LOG("unload after close");
 	ASSERT_FALSE(loaded());
