@@ -643,10 +643,68 @@ static unsigned long race_check(FIXTURE_DATA(race) *self, const char *buf,
 	return bad;
 }
 
+/* What the reads of a munmap race saw: cut short, and stale pages. */
+struct race_cut {
+	unsigned long short_reads, bad_pages;
+};
+
+/*
+ * One round of I/O during the race: a random run of pages written with
+ * generation @gen from src to the disk, read back into dst and checked.
+ * Returns false (saying why) when the race must stop.
+ */
+static bool race_round(FIXTURE_DATA(race) *self,
+		       const FIXTURE_VARIANT(race) *variant,
+		       unsigned int *seed, unsigned int gen,
+		       struct race_cut *cut)
+{
+	unsigned long first = rand_r(seed) % self->npages;
+	unsigned long n = 1 + rand_r(seed) % RACE_MAX_PAGES, i;
+	size_t off = first * psize(), len;
+	long ret;
+
+	if (n > self->npages - first)
+		n = self->npages - first;
+	len = n * psize();
+	/* The CPU write faults back what sits on the device. */
+	hmm_folio_fill(self->src + off, len, (uintptr_t)self->src + off, gen);
+	ret = race_rw(self, variant, true, self->src + off, len, off);
+	if (ret != (long)len) {
+		fprintf(stderr, "# write of %zu bytes at %zu: %ld\n", len, off,
+			ret);
+		return false;
+	}
+	for (i = first; i < first + n; i++)
+		self->gens[i] = gen;
+
+	ret = race_rw(self, variant, false, self->dst + off, len, off);
+	if (variant->op == RACE_MUNMAP) {
+		/* Read into a range being unmapped: may fault, or stop short. */
+		if (ret == -EFAULT || (ret >= 0 && ret < (long)len))
+			cut->short_reads++;
+		else if (ret != (long)len)
+			return false;
+		if (ret > 0)
+			cut->bad_pages += race_check_cut(self, first,
+							 ret / psize(), gen);
+		return true;
+	}
+	if (ret != (long)len ||
+	    hmm_folio_check_tags(self->dst + off, len,
+				 (uintptr_t)self->src + off, gen,
+				 "read buffer during the race")) {
+		fprintf(stderr, "# read of %zu bytes at %zu: %ld\n", len, off,
+			ret);
+		return false;
+	}
+	return true;
+}
+
 TEST_F_TIMEOUT(race, dio, 60)
 {
-	unsigned long iters = 0, short_reads = 0, cut_bad = 0;
+	struct race_cut cut = { 0 };
 	struct race_ctx ctx = { self, variant };
+	unsigned long iters = 0;
 	unsigned int gen = 0, seed = self->seed;
 	struct timespec t0;
 	pthread_t mover;
@@ -664,50 +722,13 @@ TEST_F_TIMEOUT(race, dio, 60)
 
 	ASSERT_EQ(pthread_create(&mover, NULL, race_mover, &ctx), 0);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (!race_stopped(self) && race_elapsed_ms(&t0) < RACE_MS) {
-		unsigned long first = rand_r(&seed) % self->npages;
-		unsigned long n = 1 + rand_r(&seed) % RACE_MAX_PAGES;
-		size_t off = first * psize(), len;
-		long ret;
-
-		if (n > self->npages - first)
-			n = self->npages - first;
-		len = n * psize();
-		gen++;
-		/* The CPU write faults back what sits on the device. */
-		hmm_folio_fill(self->src + off, len, (uintptr_t)self->src + off,
-			       gen);
-		ret = race_rw(self, variant, true, self->src + off, len, off);
-		if (ret != (long)len) {
-			TH_LOG("write of %zu bytes at %zu: %ld", len, off, ret);
-			break;
-		}
-		while (n--)
-			self->gens[first + n] = gen;
-
-		ret = race_rw(self, variant, false, self->dst + off, len, off);
-		if (variant->op == RACE_MUNMAP) {
-			/* Read into a range being unmapped: may fault, or stop short. */
-			if (ret == -EFAULT || (ret >= 0 && ret < (long)len))
-				short_reads++;
-			else if (ret != (long)len)
-				break;
-			if (ret > 0)
-				cut_bad += race_check_cut(self, first,
-							  ret / psize(), gen);
-		} else if (ret != (long)len ||
-			   hmm_folio_check_tags(self->dst + off, len,
-						(uintptr_t)self->src + off, gen,
-						"read buffer during the race")) {
-			TH_LOG("read of %zu bytes at %zu: %ld", len, off, ret);
-			break;
-		}
+	while (!race_stopped(self) && race_elapsed_ms(&t0) < RACE_MS &&
+	       race_round(self, variant, &seed, ++gen, &cut))
 		iters++;
-	}
 	race_stop(self);
 	pthread_join(mover, NULL);
 	TH_LOG("%lu I/O rounds in %lu ms, %lu cut short by munmap", iters,
-	       race_elapsed_ms(&t0), short_reads);
+	       race_elapsed_ms(&t0), cut.short_reads);
 	TH_LOG("%lu migrations, %lu refused, %lu remaps", self->migrations,
 	       self->failed_migrations, self->remaps);
 	ASSERT_GE(race_elapsed_ms(&t0), RACE_MS)
@@ -716,9 +737,9 @@ TEST_F_TIMEOUT(race, dio, 60)
 		TH_LOG("migration or remap failed: %s",
 		       strerror(self->bad_errno));
 	ASSERT_GT(self->migrations, 0);
-	ASSERT_EQ(cut_bad, 0)
+	ASSERT_EQ(cut.bad_pages, 0)
 		TH_LOG("%lu page(s) read during the munmap race hold stale data",
-		       cut_bad);
+		       cut.bad_pages);
 
 	/* Disk and source memory hold what was last written, page by page. */
 	ASSERT_EQ(race_rw(self, variant, false, self->bounce, self->size, 0),
