@@ -512,39 +512,14 @@ static long mpol_op(FIXTURE_DATA(mpol) *self,
 	return ret;
 }
 
-TEST_F_TIMEOUT(mpol, device_range, 60)
+/* What the syscall answered, @ndev pages of the range being on the device. */
+static void mpol_expect_answer(struct __test_metadata *_metadata,
+			       FIXTURE_DATA(mpol) *self,
+			       const FIXTURE_VARIANT(mpol) *variant,
+			       unsigned long ndev, long ret, int err)
 {
-	unsigned long ndev = mpol_dev_pages(self, variant);
-	unsigned char dev_prot = variant->where == WHERE_SPLIT ?
-		HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL | HMM_DMIRROR_PROT_WRITE :
-		HMM_FOLIO_PROT_DEV_PMD;
-	bool moves = variant->op != OP_MBIND_STRICT;
-	struct hmm_dmirror_cmd cmd;
-	unsigned int gen = 1;
 	unsigned long i;
-	long ret;
-	int err;
-	char *p;
 
-	/* Two THPs on node 0, then no VMA policy: nothing pins them there. */
-	p = hmm_folio_map_aligned(self->size);
-	ASSERT_NE(p, NULL);
-	ASSERT_EQ(range_policy(p, self->size, MPOL_BIND, 0, 0), 0);
-	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
-	ASSERT_TRUE(hmm_folio_is_thp(p, 2 * read_pmd_pagesize()))
-		TH_LOG("no PMD-sized THPs at %p after MADV_HUGEPAGE", p);
-	ASSERT_EQ(range_policy(p, self->size, MPOL_DEFAULT, 0, 0), 0);
-	EXPECT_NODE(p, self->npages, 0, "new THPs");
-
-	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p,
-				self->mirror, ndev, &cmd), 0);
-	ASSERT_EQ(hmm_folio_check_tags(self->mirror, ndev * psize(), (uintptr_t)p,
-				       gen, "device copy after MIGRATE_TO_DEV"), 0);
-	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, ndev, dev_prot,
-					    "after MIGRATE_TO_DEV"), 0);
-	EXPECT_NODE(p, ndev, -1, "on the device");
-
-	ret = mpol_op(self, variant, p, &err);
 	switch (variant->op) {
 	case OP_MBIND_MOVE:
 		/* Device pages are skipped, not failures: nothing to move. */
@@ -577,6 +552,41 @@ TEST_F_TIMEOUT(mpol, device_range, 60)
 		}
 		break;
 	}
+}
+
+TEST_F_TIMEOUT(mpol, device_range, 60)
+{
+	unsigned long ndev = mpol_dev_pages(self, variant);
+	unsigned char dev_prot = variant->where == WHERE_SPLIT ?
+		HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL | HMM_DMIRROR_PROT_WRITE :
+		HMM_FOLIO_PROT_DEV_PMD;
+	bool moves = variant->op != OP_MBIND_STRICT;
+	struct hmm_dmirror_cmd cmd;
+	unsigned int gen = 1;
+	long ret;
+	int err;
+	char *p;
+
+	/* Two THPs on node 0, then no VMA policy: nothing pins them there. */
+	p = hmm_folio_map_aligned(self->size);
+	ASSERT_NE(p, NULL);
+	ASSERT_EQ(range_policy(p, self->size, MPOL_BIND, 0, 0), 0);
+	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
+	ASSERT_TRUE(hmm_folio_is_thp(p, 2 * read_pmd_pagesize()))
+		TH_LOG("no PMD-sized THPs at %p after MADV_HUGEPAGE", p);
+	ASSERT_EQ(range_policy(p, self->size, MPOL_DEFAULT, 0, 0), 0);
+	EXPECT_NODE(p, self->npages, 0, "new THPs");
+
+	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p,
+				self->mirror, ndev, &cmd), 0);
+	ASSERT_EQ(hmm_folio_check_tags(self->mirror, ndev * psize(), (uintptr_t)p,
+				       gen, "device copy after MIGRATE_TO_DEV"), 0);
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, ndev, dev_prot,
+					    "after MIGRATE_TO_DEV"), 0);
+	EXPECT_NODE(p, ndev, -1, "on the device");
+
+	ret = mpol_op(self, variant, p, &err);
+	mpol_expect_answer(_metadata, self, variant, ndev, ret, err);
 
 	/* The device pages stay where they are, with their data. */
 	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, ndev, dev_prot,

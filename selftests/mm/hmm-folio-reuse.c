@@ -595,6 +595,37 @@ static void reuse_no_data(struct __test_metadata *_metadata,
 }
 
 /*
+ * The range @p of two PMDs on the device: its THP half @thp as one device
+ * PMD folio, the other half as order-0 folios; @pfns gets their DEVPFN.
+ */
+static void mixed_on_device(struct __test_metadata *_metadata,
+			    FIXTURE_DATA(reuse) *self, char *p, char *thp,
+			    struct hmm_dmirror_devpfn *pfns)
+{
+	char *small = thp == p ? p + self->size : p;
+	unsigned long npages = 2 * self->npages, i;
+
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, thp, self->npages,
+					    HMM_FOLIO_PROT_DEV_PMD,
+					    "THP half on the device"), 0);
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, small, self->npages,
+					    HMM_FOLIO_PROT_DEV_PTE,
+					    "small half on the device"), 0);
+	ASSERT_EQ(hmm_folio_devpfn(self->fd, p, npages, pfns), 0);
+	for (i = 0; i < npages; i++) {
+		bool in_thp = p + i * psize() >= thp &&
+			      p + i * psize() < thp + self->size;
+
+		ASSERT_NE(pfns[i].offset, HMM_DMIRROR_DEVPFN_NONE)
+			TH_LOG("page %lu not on the device", i);
+		ASSERT_EQ(pfns[i].order, in_thp ? self->pmd_order : 0)
+			TH_LOG("page %lu has order %u", i, pfns[i].order);
+	}
+	ASSERT_EQ(hmm_folio_check_invariants(self->fd, HMM_DMIRROR_CHECK_RANGE,
+					     0, p, npages), 0);
+}
+
+/*
  * One range of two PMDs, a THP and 512 small pages, migrated by one
  * MIGRATE_TO_DEV: a PMD-order device folio and 512 order-0 ones. Freed, and
  * the same again with the halves swapped: every device page must come back
@@ -609,7 +640,6 @@ static void reuse_mixed(struct __test_metadata *_metadata,
 	unsigned long npages = 2 * self->npages, i, j;
 	struct hmm_dmirror_devpfn *pfns, *old;
 	size_t size = 2 * self->size;
-	struct hmm_dmirror_cmd cmd;
 	unsigned int gen = 1, round;
 	char *mirror, *p = NULL;
 
@@ -630,33 +660,9 @@ static void reuse_mixed(struct __test_metadata *_metadata,
 		ASSERT_TRUE(hmm_folio_is_thp(thp, self->size))
 			TH_LOG("round %u: no THP at %p", round, thp);
 
-		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p,
-					mirror, npages, &cmd), 0);
-		ASSERT_EQ(cmd.cpages, npages);
-		ASSERT_EQ(hmm_folio_check_tags(mirror, size, (uintptr_t)p, gen,
-					       "device copy of the mixed range"), 0);
-		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, thp, self->npages,
-						    HMM_FOLIO_PROT_DEV_PMD,
-						    "THP half on the device"), 0);
-		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, small,
-						    self->npages,
-						    HMM_FOLIO_PROT_DEV_PTE,
-						    "small half on the device"), 0);
-		ASSERT_EQ(hmm_folio_devpfn(self->fd, p, npages, pfns), 0);
-		for (i = 0; i < npages; i++) {
-			bool in_thp = p + i * psize() >= thp &&
-				      p + i * psize() < thp + self->size;
-
-			ASSERT_NE(pfns[i].offset, HMM_DMIRROR_DEVPFN_NONE)
-				TH_LOG("round %u: page %lu not on the device",
-				       round, i);
-			ASSERT_EQ(pfns[i].order, in_thp ? self->pmd_order : 0)
-				TH_LOG("round %u: page %lu has order %u",
-				       round, i, pfns[i].order);
-		}
-		ASSERT_EQ(hmm_folio_check_invariants(self->fd,
-						     HMM_DMIRROR_CHECK_RANGE, 0, p,
-						     npages), 0);
+		ASSERT_EQ(hmm_folio_to_device(self->fd, p, size, mirror, gen, 0),
+			  0);
+		mixed_on_device(_metadata, self, p, thp, pfns);
 		if (round)
 			break;
 		memcpy(old, pfns, npages * sizeof(*old));

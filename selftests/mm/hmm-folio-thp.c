@@ -236,6 +236,49 @@ static unsigned long softdirty_wrong(int pagemap, char *p,
 	return bad;
 }
 
+/* Split the device PMD at @p the row's way; check what each half says. */
+static void split_device_pmd(struct __test_metadata *_metadata,
+			     FIXTURE_DATA(split) *self,
+			     const FIXTURE_VARIANT(split) *variant, char *p,
+			     unsigned int gen, unsigned int pte)
+{
+	unsigned long half = self->npages / 2;
+	size_t hsize = self->size / 2;
+	struct hmm_dmirror_cmd cmd;
+
+	switch (variant->how) {
+	case SPLIT_MUNMAP:
+		ASSERT_EQ(munmap(p + hsize, hsize), 0);
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, half, pte,
+						    "half left after munmap"), 0);
+		break;
+	case SPLIT_MPROTECT:
+		ASSERT_EQ(mprotect(p + hsize, hsize, PROT_READ), 0);
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, half, pte,
+						    "half left writable"), 0);
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p + hsize, half,
+						    HMM_FOLIO_PROT_DEV_PTE_RO,
+						    "read-only half"), 0);
+		break;
+	case SPLIT_MIGRATE_ONE:
+		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_SYS,
+					p + psize(), NULL, 1, &cmd), 0);
+		/* Page 1 is back in system memory; 0 and 2.. stay. */
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p + psize(), 1,
+						    HMM_FOLIO_SNAP_SYSTEM,
+						    "the page migrated back"), 0);
+		ASSERT_EQ(hmm_folio_check_tags(p + psize(), psize(),
+					       (uintptr_t)p + psize(), gen,
+					       "the page migrated back"), 0);
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, 1, pte,
+						    "page 0 left on the device"), 0);
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p + 2 * psize(),
+						    self->npages - 2, pte,
+						    "pages left on the device"), 0);
+		break;
+	}
+}
+
 TEST_F_TIMEOUT(split, soft_dirty, 60)
 {
 	unsigned long half = self->npages / 2;
@@ -269,37 +312,7 @@ TEST_F_TIMEOUT(split, soft_dirty, 60)
 	ASSERT_EQ(softdirty_wrong(self->pagemap, p, self->npages,
 				  variant->written, "device PMD"), 0);
 
-	switch (variant->how) {
-	case SPLIT_MUNMAP:
-		ASSERT_EQ(munmap(p + hsize, hsize), 0);
-		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, half, pte,
-						    "half left after munmap"), 0);
-		break;
-	case SPLIT_MPROTECT:
-		ASSERT_EQ(mprotect(p + hsize, hsize, PROT_READ), 0);
-		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, half, pte,
-						    "half left writable"), 0);
-		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p + hsize, half,
-						    HMM_FOLIO_PROT_DEV_PTE_RO,
-						    "read-only half"), 0);
-		break;
-	case SPLIT_MIGRATE_ONE:
-		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_SYS,
-					p + psize(), NULL, 1, &cmd), 0);
-		/* Page 1 is back in system memory; 0 and 2.. stay. */
-		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p + psize(), 1,
-						    HMM_FOLIO_SNAP_SYSTEM,
-						    "the page migrated back"), 0);
-		ASSERT_EQ(hmm_folio_check_tags(p + psize(), psize(),
-					       (uintptr_t)p + psize(), gen,
-					       "the page migrated back"), 0);
-		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, 1, pte,
-						    "page 0 left on the device"), 0);
-		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p + 2 * psize(),
-						    self->npages - 2, pte,
-						    "pages left on the device"), 0);
-		break;
-	}
+	split_device_pmd(_metadata, self, variant, p, gen, pte);
 	/*
 	 * Every PTE made from the PMD keeps its soft-dirty bit. (mprotect's
 	 * write to read-only conversion of a device-private entry drops it on
