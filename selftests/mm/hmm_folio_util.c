@@ -291,29 +291,39 @@ void hmm_folio_fill(void *buf, size_t size, uintptr_t addr, unsigned int gen)
 		p[i] = hmm_folio_tag(addr + i * sizeof(*p), gen);
 }
 
+/* The first word of @page that does not hold its tag, or -1. */
+static long first_bad_word(const uint64_t *page, uintptr_t addr,
+			   unsigned int gen)
+{
+	size_t i;
+
+	for (i = 0; i < psize() / sizeof(*page); i++)
+		if (page[i] != hmm_folio_tag(addr + i * sizeof(*page), gen))
+			return i;
+	return -1;
+}
+
 unsigned long hmm_folio_check_tags(const void *buf, size_t size, uintptr_t addr,
 				   unsigned int gen, const char *what)
 {
 	const size_t words = psize() / sizeof(uint64_t);
 	const uint64_t *p = buf;
 	unsigned long bad = 0;
-	size_t pg, i;
+	size_t pg;
+	long i;
 
 	for (pg = 0; pg < size / psize(); pg++) {
-		for (i = pg * words; i < (pg + 1) * words; i++) {
-			uint64_t want = hmm_folio_tag(addr + i * sizeof(*p), gen);
-
-			if (p[i] == want)
-				continue;
-			if (!bad)
-				fprintf(stderr,
-					"# %s: page %zu word %zu: expected %#llx (gen %u) found %#llx\n",
-					what, pg, i % words,
-					(unsigned long long)want, gen,
-					(unsigned long long)p[i]);
-			bad++;
-			break;
-		}
+		i = first_bad_word(p + pg * words, addr + pg * psize(), gen);
+		if (i < 0)
+			continue;
+		if (!bad)
+			fprintf(stderr,
+				"# %s: page %zu word %ld: expected %#llx (gen %u) found %#llx\n",
+				what, pg, i,
+				(unsigned long long)hmm_folio_tag(addr + pg * psize() +
+								  i * sizeof(*p), gen),
+				gen, (unsigned long long)p[pg * words + i]);
+		bad++;
 	}
 	if (bad)
 		fprintf(stderr, "# %s: %lu of %zu pages bad\n", what, bad,
@@ -323,13 +333,7 @@ unsigned long hmm_folio_check_tags(const void *buf, size_t size, uintptr_t addr,
 
 bool hmm_folio_page_is(const void *page, uintptr_t addr, unsigned int gen)
 {
-	const uint64_t *w = page;
-	size_t i;
-
-	for (i = 0; i < psize() / sizeof(*w); i++)
-		if (w[i] != hmm_folio_tag(addr + i * sizeof(*w), gen))
-			return false;
-	return true;
+	return first_bad_word(page, addr, gen) < 0;
 }
 
 unsigned long hmm_folio_nonzero_pages(const void *p, size_t size)
