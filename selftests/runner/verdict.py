@@ -44,6 +44,7 @@ def read_splat_patterns(path=SPLATS_H):
 SPLAT_PATTERNS = read_splat_patterns()
 
 GUEST_DONE = "# hmmfolio: guest done"
+PLAN_RE = re.compile(r"^1\.\.(\d+)")
 RESULT_RE = re.compile(r"^(not ok|ok) (\d+) ?-? ?([^#]*?)\s*(?:#\s*(.*))?$")
 
 
@@ -94,14 +95,14 @@ def parse_ktap(text):
         if line.startswith("# selftest: "):
             pending.result.name = "selftests: " + line[len("# selftest: "):]
             continue
-        m = re.match(r"^1\.\.(\d+)", line)
+        m = PLAN_RE.match(line)
         if m and run.plan < 0:
             run.plan = int(m.group(1))
             continue
         if line.startswith("# "):
             inner = line[2:]
             pending.log.append(inner)
-            m = re.match(r"^1\.\.(\d+)", inner)
+            m = PLAN_RE.match(inner)
             if m:
                 pending.plan = int(m.group(1))
                 continue
@@ -268,13 +269,14 @@ def block_plan_problems(lines, where):
     against their results, and so on for every level nested below."""
     problems, deeper, blocks = [], [], []
     for line in lines:
+        plan = PLAN_RE.match(line)
         if line.startswith("# "):
             deeper.append(line[2:])
         elif line.startswith("TAP version"):
             blocks.append([-1, 0])
-        elif blocks and re.match(r"^1\.\.(\d+)", line):
+        elif blocks and plan:
             if blocks[-1][0] < 0:
-                blocks[-1][0] = int(re.match(r"^1\.\.(\d+)", line).group(1))
+                blocks[-1][0] = int(plan.group(1))
         elif blocks and RESULT_RE.match(line):
             blocks[-1][1] += 1
     for plan, got in blocks:
