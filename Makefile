@@ -3,13 +3,18 @@
 #   make test    run the suite in QEMU on a freshly built debug kernel
 #                (run_tests.sh; RUN_ARGS="--filter ... --ksrc ..." passes options)
 #   make unit    unit tests of the host side (verdict, options)
-#   make style   checkpatch --strict on lib/test_hmm patches and the C sources
+#   make style   checkpatch --strict on lib/test_hmm patches, the kernel fixes
+#                and the C sources; git am of the fixes onto KSRC
 #   make check   the project's own checks: unit tests, the suite in QEMU, the
 #                runner's verdicts on injected guest faults, style
 #   make inject  only the runner's check: a guest that panics, oopses, WARNs,
 #                hangs or runs out of memory must give FAIL (INJECT="oom ...")
 #   make prove   the suite must pass on the unmodified kernel and fail on each
-#                kernel of selftests/mutations (MUTATIONS="a.patch b.patch")
+#                kernel of selftests/mutations, and the kernel fixes must fix
+#                every known bug (MUTATIONS="a.patch b.patch")
+#   make repro   boot the kernel and run the reproducers of the kernel bugs
+#                this suite found (selftests/fixes): exit 1 while one is
+#                there; make repro-fixed: the same with the fixes applied
 #   make tests KSRC=DIR   only build the test programs against a kernel tree
 #   make install-kselftest KSRC=DIR    add the tests to DIR's selftests/mm
 #                         (with the lib/test_hmm series); undone by
@@ -48,12 +53,24 @@ style:
 	@test -x $(CHECKPATCH) || { echo "no $(CHECKPATCH): run ./run_tests.sh once or set KSRC"; exit 1; }
 	@for p in lib/test_hmm/*.patch lib/test_hmm/*/*.patch; do \
 		$(CHECKPATCH) --strict --no-tree -q - <$$p || exit 1; done
+	@# The Fixes: ids are upstream's: this tree has no kernel history to
+	@# look them up in (selftests/fixes/README says where they were found).
+	@for p in selftests/fixes/patches/*.patch selftests/fixes/patches/*/*.patch; do \
+		$(CHECKPATCH) --strict --no-tree -q --ignore UNKNOWN_COMMIT_ID - <$$p || \
+		exit 1; done
+	@selftests/fixes/am-check.sh $(KSRC)
 	@$(CHECKPATCH) --strict --no-tree -q --ignore $(SELFTEST_IGNORE) \
-		-f selftests/mm/*.c selftests/mm/*.h
-	@echo "style: lib/test_hmm patches and selftests/mm sources are checkpatch clean"
+		-f selftests/mm/*.c selftests/mm/*.h selftests/fixes/*/repro.c
+	@echo "style: lib/test_hmm and kernel fix patches, selftests/mm sources and reproducers are checkpatch clean"
 
 inject:
 	selftests/runner/inject.sh $(RUN_ARGS) $(INJECT)
+
+repro:
+	./run_tests.sh --repro $(RUN_ARGS)
+
+repro-fixed:
+	./run_tests.sh --repro --mutation selftests/fixes/patches $(RUN_ARGS)
 
 prove:
 	selftests/runner/prove.sh $(RUN_ARGS) $(MUTATIONS)
@@ -85,5 +102,6 @@ kselftest-tarball:
 clean:
 	$(MAKE) -C selftests/mm KSRC=$(KSRC) clean 2>/dev/null || true
 
-.PHONY: all test unit style check inject prove tests clean install-kselftest \
+.PHONY: all test unit style check inject prove repro repro-fixed tests clean \
+	install-kselftest \
 	uninstall-kselftest kselftest-patches kselftest-tarball

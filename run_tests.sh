@@ -34,7 +34,10 @@ Kernel:
 
   --mutation PATCH     also build a kernel with PATCH (a bug re-introduced in
                        the cached Debian source, see selftests/mutations) and
-                       run the tests on that one; the source is restored after
+                       run the tests on that one; the source is restored after.
+                       PATCH may be a directory of a series (its "series"
+                       file, or one of its */series that applies: the kernel
+                       fixes, selftests/fixes/patches)
 
 Tests:
   --filter GLOB        run only tests whose fixture.variant.test matches GLOB
@@ -54,6 +57,10 @@ Tests:
   --fail-fast          stop at the first test program that fails (the rest
                        SKIP): enough for a FAIL verdict, as make prove wants
                        on a mutant kernel whose tests hang
+  --repro              run the standalone reproducers of the kernel bugs this
+                       suite found (selftests/fixes/*/repro.c) instead of
+                       the tests: exit 1 while a bug is there, 0 when every
+                       one is fixed (with --mutation selftests/fixes/patches)
   --stock-module       load the tree's own test_hmm.ko, built without the
                        lib/test_hmm series (the tests are still built with
                        its uapi): what the suite does with upstream test_hmm;
@@ -142,6 +149,7 @@ cache=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/hmm-folio
 raw=0
 install=1
 kselftest=0
+repro=0
 ksft_tests=
 jobs=$(nproc 2>/dev/null || echo 2)
 
@@ -156,6 +164,7 @@ while [ $# -gt 0 ]; do
 	--mutation) need_arg "$@"; mutation=$2; shift 2 ;;
 	--filter) need_arg "$@"; filter=$2; shift 2 ;;
 	--kselftest) kselftest=1; shift ;;
+	--repro) repro=1; shift ;;
 	--ksft-tests) need_arg "$@"; ksft_tests=$2; shift 2 ;;
 	--timeout) need_arg "$@"; timeout=$2; shift 2 ;;
 	--test-timeout) need_arg "$@"; test_timeout=$2; shift 2 ;;
@@ -193,6 +202,11 @@ case $accel in auto|kvm|tcg) ;; *) die_usage "--accel takes auto, kvm or tcg" ;;
 case $inject in ''|panic|oops|warn|hang|oom) ;;
 *) die_usage "--inject takes panic, oops, warn, hang or oom" ;; esac
 [[ $filter =~ [[:space:]] ]] && die_usage "--filter takes a glob without spaces"
+if [ $repro = 1 ]; then
+	[ $kselftest = 0 ] || die_usage "--repro and --kselftest: one or the other"
+	[ $crashers = 0 ] && [ -z "$inject" ] ||
+		die_usage "--repro runs the reproducers only: not with --crashers or --inject"
+fi
 if [ $kselftest = 1 ]; then
 	[ -z "$filter" ] || die_usage "--filter selects tests of our runner: not with --kselftest"
 	[ $stock = 0 ] || die_usage "--stock-module: the kselftest tarball ships the patched module"
@@ -210,7 +224,8 @@ if [ -n "$kernel" ] || [ -n "$kbuild" ]; then
 	kbuild=$(realpath "$kbuild")
 fi
 if [ -n "$mutation" ]; then
-	[ -f "$mutation" ] || die_usage "--mutation: no such file: $mutation"
+	[ -f "$mutation" ] || [ -f "$mutation/series" ] ||
+		die_usage "--mutation: no such patch, or directory with a series file: $mutation"
 	[ -z "$ksrc$kernel" ] ||
 		die_usage "--mutation patches the cached Debian source: not with --ksrc or --kernel"
 	mutation=$(realpath "$mutation")
@@ -383,6 +398,23 @@ if [ $kselftest = 1 ]; then
 		xargs -r ldd 2>/dev/null | grep -o '/[^ ]*\.so[^ ]*' | sort -u |
 		while read -r lib; do cp -L --parents "$lib" "$root/"; done
 	rm -rf "$outdir/kselftest"
+elif [ $repro = 1 ]; then
+	# One static program each, built the way its header says, in the
+	# order of selftests/fixes/known-bugs (the crasher last).
+	log "building the reproducers (selftests/fixes/*/repro.c)"
+	progs=
+	for id in $(sed -n 's/^\([a-z0-9_]\+\)[[:space:]].*/\1/p' "$REPO/selftests/fixes/known-bugs"); do
+		src=$REPO/selftests/fixes/$id/repro.c
+		[ -f "$src" ] || die_infra "known bug $id has no reproducer $src"
+		gcc -O2 -Wall -static -isystem "$kbuild/usr/include" -I "$outdir/module" \
+			-o "$root/tests/$id" "$src" >>"$outdir/tests-build.log" 2>&1 ||
+			{ tail -n 20 "$outdir/tests-build.log" >&2; die_infra "building $src failed"; }
+		progs="$progs $id"
+	done
+	# The crasher's reproducer reads the config for CONFIG_DEBUG_VM.
+	mkdir -p "$root/boot"
+	cp "$kbuild/.config" "$root/boot/config-$(cat "$kbuild/include/config/kernel.release")"
+	echo $progs >"$root/tests/list"
 else
 	log "building the tests"
 	tests_out=$outdir/tests
@@ -391,14 +423,16 @@ else
 		KHDR_INCLUDES="-isystem $kbuild/usr/include" HMM_UAPI="$outdir/module" ||
 		die_infra "building the tests failed (log: $outdir/tests-build.log)"
 	progs=$(make -s -C "$REPO/selftests/mm" KSRC="$ksrc" list)
+	for p in $progs; do cp "$tests_out/$p" "$root/tests/"; done
+	echo "$progs" >"$root/tests/list"
+fi
+if [ $kselftest = 0 ]; then
 	if [ $stock = 1 ]; then
 		cp "$outdir/stock-module/lib/test_hmm.ko" "$root/modules/"
 	else
 		cp "$outdir/module/lib/test_hmm.ko" "$root/modules/"
 	fi
 	cp "$REPO/selftests/mm/settings" "$root/tests/"
-	for p in $progs; do cp "$tests_out/$p" "$root/tests/"; done
-	echo "$progs" >"$root/tests/list"
 fi
 
 # --- 4. initramfs ----------------------------------------------------------
@@ -413,7 +447,10 @@ qemu=(qemu-system-x86_64 -nodefaults -display none -no-reboot
 	-numa node,nodeid=0,cpus=0,memdev=m0
 	-numa node,nodeid=1,cpus=1,memdev=m1
 	-kernel "$kernel" -initrd "$outdir/initramfs.cpio.gz")
-cmdline="console=ttyS0 panic=-1 oops=panic loglevel=7 hmmfolio.filter=$filter"
+# A reproducer sees its own oops (the crasher's VM_BUG_ON) and says so.
+cmdline="console=ttyS0 panic=-1"
+[ $repro = 1 ] || cmdline="$cmdline oops=panic"
+cmdline="$cmdline loglevel=7 hmmfolio.filter=$filter"
 [ -z "$test_timeout" ] || cmdline="$cmdline hmmfolio.timeout=$test_timeout"
 cmdline="$cmdline hmmfolio.seed=$seed"
 [ -z "$duration" ] || cmdline="$cmdline hmmfolio.duration=$duration"
@@ -512,5 +549,6 @@ for lib in liburing libnuma; do
 	grep -qs "hmm-folio: built without $lib" "$outdir/tests-build.log" &&
 		allow+=(--allow-skip no-$lib)
 done
+[ $repro = 0 ] || allow+=(--repro)
 python3 "$RUNNER/verdict.py" --ktap "$ktap" --console "$console" $timed_out "${allow[@]}"
 exit $?

@@ -25,6 +25,8 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t tmpfs tmpfs /tmp
+# LKDTM (--inject); clear_warn_once (a reproducer re-arms WARN_ONCE).
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 # What udev would add to devtmpfs: the kselftest runner writes to /dev/stdout.
 ln -s /proc/self/fd /dev/fd
 ln -s /proc/self/fd/0 /dev/stdin
@@ -141,7 +143,6 @@ inject_fault() {
 	lkdtm=/sys/kernel/debug/provoke-crash/DIRECT
 	case $1 in
 	oops|warn|hang)
-		mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 		if [ ! -w $lkdtm ]; then
 			out "# hmmfolio: no LKDTM ($lkdtm): cannot inject $1"
 			return

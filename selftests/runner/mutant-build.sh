@@ -8,6 +8,9 @@
 # mtimes afterwards, so the pristine build stays up to date.
 #
 # usage: mutant-build.sh KSRC KBUILD PATCH JOBS
+# PATCH is one patch, or a directory holding a series: its "series" file or
+# one of its */series (the patches it names, relative to it, one a line),
+# the first whose every patch applies without fuzz, applied in order.
 # prints the mutant build dir on stdout (last line); build output on stderr.
 set -euo pipefail
 
@@ -15,7 +18,11 @@ ksrc=$1
 kbuild=$2
 patchfile=$(realpath "$3")
 jobs=$4
-name=$(basename "$patchfile" .patch)
+if [ -d "$patchfile" ]; then
+	name=$(basename "$(dirname "$patchfile")")-$(basename "$patchfile")
+else
+	name=$(basename "$patchfile" .patch)
+fi
 mbuild=$kbuild-mut-$name
 lock=$ksrc/.hmmfolio-mutation.lock
 backup=$ksrc/.hmmfolio-mutation.orig
@@ -36,10 +43,51 @@ flock 9
 restore
 trap restore EXIT
 
-files=$(sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$patchfile")
+# The patches of series file $1, as paths.
+series_patches() {
+	local p
+	while read -r p; do
+		case $p in ''|'#'*) continue ;; esac
+		echo "$(dirname "$1")/$p"
+	done <"$1"
+}
+
+# Whether patches $@ apply to a scratch copy of the files they touch.
+applies() {
+	local scratch f p ok=0
+	scratch=$(mktemp -d)
+	for f in $(sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$@" | sort -u); do
+		mkdir -p "$scratch/$(dirname "$f")"
+		cp "$ksrc/$f" "$scratch/$f" 2>/dev/null || ok=1
+	done
+	for p in "$@"; do
+		[ $ok = 0 ] || break
+		patch -p1 -d "$scratch" --fuzz=0 --silent --no-backup-if-mismatch \
+			<"$p" >/dev/null 2>&1 || ok=1
+	done
+	rm -rf "$scratch"
+	return $ok
+}
+
+if [ -d "$patchfile" ]; then
+	patches=()
+	for s in "$patchfile/series" "$patchfile"/*/series; do
+		[ -f "$s" ] || continue
+		mapfile -t cand < <(series_patches "$s")
+		if applies "${cand[@]}"; then
+			patches=("${cand[@]}")
+			echo "mutant-build: series ${s#"$patchfile"/}" >&2
+			break
+		fi
+	done
+	[ ${#patches[@]} -gt 0 ] || err "no series of $patchfile applies to $ksrc without fuzz"
+else
+	patches=("$patchfile")
+	patch -p1 -d "$ksrc" --dry-run --silent <"$patchfile" >&2 ||
+		err "$patchfile does not apply to $ksrc"
+fi
+files=$(sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "${patches[@]}" | sort -u)
 [ -n "$files" ] || err "$patchfile: no '+++ b/...' lines: not a -p1 patch"
-patch -p1 -d "$ksrc" --dry-run --silent <"$patchfile" >&2 ||
-	err "$patchfile does not apply to $ksrc"
 
 if [ ! -d "$mbuild" ]; then
 	echo "mutant-build: copying $kbuild to $mbuild" >&2
@@ -52,7 +100,9 @@ for f in $files; do
 	mkdir -p "$backup/$(dirname "$f")"
 	cp -p "$ksrc/$f" "$backup/$f"
 done
-patch -p1 -d "$ksrc" --silent --no-backup-if-mismatch <"$patchfile" >&2
+for p in "${patches[@]}"; do
+	patch -p1 -d "$ksrc" --silent --no-backup-if-mismatch <"$p" >&2
+done
 make -C "$ksrc" O="$mbuild" -j"$jobs" bzImage modules >&2
 restore
 echo "$mbuild"

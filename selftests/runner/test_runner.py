@@ -310,6 +310,55 @@ class CaughtBy(unittest.TestCase):
                                     {"assert", "splat", "hang", "died"}, kinds)
 
 
+def repro_fixed_ktap():
+    """The real 7.2.13 reproducer run, as a kernel with the fixes gives it."""
+    ktap = re.sub(r"(?m)^# # bug present: .*\n", "", data("repro-present.ktap"))
+    ktap = re.sub(r"(?m)^(# )?not ok (\d+) (.*?)( # (exit=1|TIMEOUT.*))?$",
+                  r"\1ok \2 \3", ktap)
+    return ktap
+
+
+class Repro(unittest.TestCase):
+    """run_tests.sh --repro: the known bugs' reproducers as programs."""
+
+    def test_bug_present_is_named_and_red(self):
+        (status, p, f, s), out = judge("repro-present.ktap", repro=True)
+        self.assertEqual(status, 1, out)
+        for bid in verdict.KNOWN_BUGS:
+            self.assertRegex(out, rf"(?m)^BUG   {bid}: bug present: ")
+            self.assertRegex(out, rf"(?m)^known bug {bid} \(.*\) is in this "
+                             rf"kernel: its reproducer: bug present: ")
+
+    def test_all_fixed_is_green(self):
+        (status, p, f, s), out = judge_text(repro_fixed_ktap(), repro=True)
+        self.assertEqual((status, f), (0, 0), out)
+        for bid in verdict.KNOWN_BUGS:
+            self.assertRegex(out, rf"(?m)^FIXED {bid}: its reproducer passed")
+            self.assertRegex(out, rf"(?m)^known bug {bid} \(.*\) is fixed in "
+                             rf"this kernel: its reproducer passed")
+
+    def test_failure_without_the_symptom_is_no_bug(self):
+        ktap = re.sub(r"(?m)^# # bug present: every page.*\n", "",
+                      data("repro-present.ktap"))
+        (status, p, f, s), out = judge_text(ktap, repro=True)
+        self.assertEqual(status, 1, out)
+        self.assertIn("FAIL  hmm_absent_pmd_offset: the reproducer failed "
+                      "without seeing the bug", out)
+        self.assertNotIn("known bug hmm_absent_pmd_offset (mm/hmm.c: "
+                         "hmm_vma_handle_absent_pmd()) is in this kernel", out)
+
+    def test_skip_needs_a_declared_reason(self):
+        skip = ("# ok 1 migrate_device_range_stale_head # SKIP test_hmm lacks "
+                "the hmm-folio extension (its cross-order allocator)")
+        ktap = repro_fixed_ktap().replace(
+            "# ok 1 migrate_device_range_stale_head", skip)
+        (status, p, f, s), out = judge_text(ktap, repro=True)
+        self.assertEqual(status, 1, out)
+        (status, p, f, s), out = judge_text(ktap, repro=True,
+                                            allow_skips=["stock-module"])
+        self.assertEqual((status, s), (0, 1), out)
+
+
 class Sources(unittest.TestCase):
     """The C tests and the verdict's tables agree."""
 
@@ -329,6 +378,32 @@ class Sources(unittest.TestCase):
         crashers = set(re.findall(r"FIXTURE_VARIANT_ADD\(crashers, (\w+)\)", src))
         self.assertEqual(in_c | crashers, set(verdict.KNOWN_BUGS))
         self.assertNotIn("XFAIL_ADD(", src)
+
+    def test_every_known_bug_has_a_reproducer_and_a_fix(self):
+        """selftests/fixes/<id>/repro.c says how it is built and prints the
+        symptom line the verdict looks for; every patch of a fixes series
+        exists, has a Fixes: tag and the project's Signed-off-by."""
+        fixes = os.path.join(REPO, "selftests/fixes")
+        for bid in verdict.KNOWN_BUGS:
+            with self.subTest(bug=bid):
+                with open(os.path.join(fixes, bid, "repro.c")) as f:
+                    src = f.read()
+                self.assertRegex(src, r"\n \*\tgcc -O2 -Wall -static -I KSRC ")
+                self.assertIn('"# bug present: ', src)
+                self.assertIn(f'#define NAME\t"{bid}"', src)
+                self.assertTrue(os.path.exists(os.path.join(fixes, bid, "README")))
+        for series in ("patches/series", "patches/7.2/series"):
+            path = os.path.join(fixes, series)
+            with open(path) as f:
+                names = [l.strip() for l in f if l.strip() and l[0] != "#"]
+            self.assertEqual(len(names), 3, series)
+            for name in names:
+                with self.subTest(patch=name):
+                    with open(os.path.join(os.path.dirname(path), name)) as f:
+                        text = f.read()
+                    self.assertRegex(text, r"(?m)^Fixes: [0-9a-f]{12} \(\"")
+                    self.assertIn("Signed-off-by: hmm-folio developer "
+                                  "<dev@hmm-folio.invalid>", text)
 
     def test_declared_skip_reasons_are_the_tests_own(self):
         src = self.c_sources()

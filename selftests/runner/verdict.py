@@ -291,8 +291,9 @@ def block_plan_problems(lines, where):
 class Verdict:
     """Counts, problems and reports of one run, filled in by judge()."""
 
-    def __init__(self, out, allow_skips, bugs, timed_out=False):
+    def __init__(self, out, allow_skips, bugs, timed_out=False, repro=False):
         self.out = out
+        self.repro = repro      # the tests are the known bugs' reproducers
         self.timed_out = timed_out
         self.allow = set(allow_skips)
         self.bugs = bugs
@@ -344,7 +345,31 @@ class Verdict:
         self.say(f"KNOWN {t.name}: known bug {bug.id}: {m.group(2)}")
         return True
 
+    def reproducer(self, t):
+        """A known bug's reproducer (run_tests.sh --repro): "not ok" is the
+        bug only when it said "bug present:", else the reproducer broke."""
+        bug = self.bugs[t.name]
+        seen = [line[2:] for line in t.log
+                if line.startswith("# bug present: ")]
+        if t.ok and not t.skipped:
+            self.passed += 1
+            self.fixed.setdefault(bug.id, []).append("its reproducer")
+            self.say(f"FIXED {bug.id}: its reproducer passed")
+        elif t.skipped:
+            self.skip(t.name, t.directive[4:].strip())
+        elif seen:
+            self.present.setdefault(bug.id, []).append(
+                ("its reproducer", seen[0]))
+            self.fail(f"BUG   {bug.id}: {seen[0]}", name=t.name, kind="assert")
+        else:
+            self.fail(f"FAIL  {bug.id}: the reproducer failed without "
+                      f"seeing the bug (its log above)", name=t.name,
+                      kind="assert")
+
     def subtest(self, t):
+        if self.repro and t.name in self.bugs:
+            self.reproducer(t)
+            return
         bug = known_bug_of(t.name, self.bugs)
         if t.directive.upper().startswith(("XFAIL", "XPASS")):
             self.passed += self.known_bug_result(t)
@@ -439,11 +464,11 @@ class Verdict:
 
 
 def judge(ktap, console, timed_out=False, out=sys.stdout, allow_skips=(),
-          bugs=None):
+          bugs=None, repro=False):
     """Print the summary of a run; return (exit status, passed, failed, skipped)."""
     run = parse_ktap(ktap)
     v = Verdict(out, allow_skips, KNOWN_BUGS if bugs is None else bugs,
-                timed_out)
+                timed_out, repro)
     for prog in run.programs:
         v.program(prog)
 
@@ -511,6 +536,8 @@ def main(argv=None):
     ap.add_argument("--allow-skip", action="append", default=[],
                     choices=sorted(SKIP_REASONS), metavar="ID",
                     help="a SKIP reason this run declares (%(choices)s)")
+    ap.add_argument("--repro", action="store_true",
+                    help="the run's tests are the known bugs' reproducers")
     args = ap.parse_args(argv)
 
     def read(path):
@@ -521,7 +548,7 @@ def main(argv=None):
             return ""
 
     return judge(read(args.ktap), read(args.console), args.timed_out,
-                 allow_skips=args.allow_skip)[0]
+                 allow_skips=args.allow_skip, repro=args.repro)[0]
 
 
 if __name__ == "__main__":
