@@ -4,10 +4,14 @@
 # Proof of detection: the suite must pass on the unmodified kernel and fail
 # on every kernel with a mutation of selftests/mutations applied.
 #
-# usage: prove.sh [run_tests.sh options] [--] [MUTATION.patch ...]
-# (default: every selftests/mutations/*.patch). Prints one line per kernel:
-# verdict, time, the tests that failed; exits 0 only if every verdict is the
-# expected one.
+# usage: prove.sh [run_tests.sh options] [--] [MUTATION.patch|SERIES-DIR ...]
+# (default: every selftests/mutations/*.patch and the kernel fixes,
+# selftests/fixes/patches). Prints one line per kernel: verdict, time, the
+# tests that failed; exits 0 only if every verdict is the expected one.
+#
+# A patch says what it expects in its header ("Expect: PASS", default FAIL;
+# "Caught-by: GLOB KINDS"; "Fixes-known-bugs: ID ..."); a series directory
+# says it in "# Expect: ..." lines of its series file.
 set -uo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -18,14 +22,19 @@ while [ $# -gt 0 ]; do
 	--) shift; muts+=("$@"); break ;;
 	*.patch) muts+=("$1"); shift ;;
 	--raw|-h|--help) opts+=("$1"); shift ;;
-	*) opts+=("$1" "${2:-}"); shift 2 ;;
+	-*) opts+=("$1" "${2:-}"); shift 2 ;;
+	*) [ -f "$1/series" ] || { echo "prove.sh: $1: no patch, no series directory" >&2; exit 2; }
+	   muts+=("$1"); shift ;;
 	esac
 done
-[ ${#muts[@]} -gt 0 ] || muts=("$repo"/selftests/mutations/*.patch)
+[ ${#muts[@]} -gt 0 ] ||
+	muts=("$repo"/selftests/mutations/*.patch "$repo/selftests/fixes/patches")
 
 out=$(mktemp -d /tmp/hmm-folio-prove.XXXXXX)
-bad=0
 summary=()
+declare -A failed_entry
+# The last summary line is a failure.
+mark_bad() { failed_entry[$(( ${#summary[@]} - 1 ))]=1; }
 
 # Whether the verdict in $1 has a failure that one of the mutation's
 # "Caught-by: GLOB KIND[|KIND...]" lines names: a test (or "console", or
@@ -64,49 +73,71 @@ verdict() {
 		failed="declared: $(echo "$caught_by" | paste -sd ';' -); got: $(
 			sed -n 's/^caught-by: //p' "$out/$name.log" | head -n 4 | paste -sd ';' -)"
 	fi
-	[ "$got" = "$expect" ] || { bad=$((bad + 1)); tail -n 5 "$out/$name.log"; }
 	summary+=("$(printf '%-32s expect %-4s got %-9s %4ss  %s' "$name" "$expect" "$got" \
 		$((SECONDS - start)) "${failed:--}")")
+	[ "$got" = "$expect" ] || { mark_bad; tail -n 5 "$out/$name.log"; }
 }
 
-# A fix ("Fixes-known-bugs: ID ..." in its header) must have the verdict
-# report each of those known bugs fixed: its tests passed (crashers.* too,
-# which run with --crashers).
-fixed_check() {
-	local name=$1 id
-	shift
+# A fix ("Fixes-known-bugs: ID ...") must have the verdict in $1 say of each
+# of those known bugs (after $2) "is fixed in this kernel" ($2 "fixed in":
+# its tests passed, crashers.* too, which run with --crashers; or its
+# reproducer did) or, for the reproducers on the unmodified kernel, "is in
+# this kernel" ($2 "in").
+reported() {
+	local name=$1 want=$2 id
+	shift 2
 	for id in "$@"; do
-		grep -q "^known bug $id (.*) is fixed in this kernel" "$out/$name.log" && continue
-		bad=$((bad + 1))
-		echo "    $name: the verdict does not report known bug $id fixed"
-		summary[-1]="${summary[-1]}; known bug $id NOT reported fixed"
+		grep -q "^known bug $id (.*) is $want this kernel" "$out/$name.log" && continue
+		mark_bad
+		echo "    $name: the verdict does not say known bug $id is $want this kernel"
+		summary[-1]="${summary[-1]}; known bug $id NOT reported $want this kernel"
 	done
 }
 
+# The header lines of a patch, or the "# " lines of a series file.
+meta() {
+	if [ -d "$1" ]; then sed -n 's/^# *//p' "$1/series"; else cat "$1"; fi
+}
+
 caught_by=
+repro_unmodified=
 verdict unmodified PASS
 for m in "${muts[@]}"; do
-	expect=$(sed -n 's/^Expect: *\([A-Z]*\).*/\1/p' "$m" | head -n 1)
-	fixes=$(sed -n 's/^Fixes-known-bugs: *//p' "$m" | head -n 1)
-	caught_by=$(sed -n 's/^Caught-by: *//p' "$m")
+	name=$(basename "$m" .patch)
+	[ ! -d "$m" ] || name=$(basename "$(dirname "$(realpath "$m")")")-$name
+	expect=$(meta "$m" | sed -n 's/^Expect: *\([A-Z]*\).*/\1/p' | head -n 1)
+	fixes=$(meta "$m" | sed -n 's/^Fixes-known-bugs: *//p' | head -n 1)
+	caught_by=$(meta "$m" | sed -n 's/^Caught-by: *//p')
 	if [ "${expect:-FAIL}" = FAIL ] && [ -z "$caught_by" ]; then
-		bad=$((bad + 1))
 		summary+=("$(printf '%-32s no Caught-by: line: which tests must catch it, and how?' \
-			"$(basename "$m" .patch)")")
+			"$name")")
+		mark_bad
 		continue
 	fi
 	# A kernel that must fail may stop at its first failing program.
 	extra=
 	[ "${expect:-FAIL}" != FAIL ] || extra=--fail-fast
 	[ -z "$fixes" ] || extra=--crashers
-	verdict "$(basename "$m" .patch)" "${expect:-FAIL}" --mutation "$m" $extra
+	verdict "$name" "${expect:-FAIL}" --mutation "$m" $extra
+	[ -n "$fixes" ] || continue
 	# shellcheck disable=SC2086 # a list of ids
-	[ -z "$fixes" ] || fixed_check "$(basename "$m" .patch)" $fixes
+	reported "$name" "fixed in" $fixes
+	# The reproducers: red without the fixes, green with them.
+	caught_by=
+	verdict "$name-repro" PASS --repro --mutation "$m"
+	# shellcheck disable=SC2086
+	reported "$name-repro" "fixed in" $fixes
+	if [ -z "$repro_unmodified" ]; then
+		repro_unmodified=1
+		verdict unmodified-repro FAIL --repro
+		# shellcheck disable=SC2086
+		reported unmodified-repro in $fixes
+	fi
 done
 
 echo
 printf '%s\n' "${summary[@]}"
 echo "logs: $out"
-total=$(( ${#muts[@]} + 1 ))
-echo "$((total - bad)) passed, $bad failed"
-[ $bad -eq 0 ]
+bad=${#failed_entry[@]}
+echo "$(( ${#summary[@]} - bad )) passed, $bad failed"
+[ "$bad" -eq 0 ]
