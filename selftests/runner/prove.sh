@@ -32,7 +32,7 @@ done
 
 out=$(mktemp -d /tmp/hmm-folio-prove.XXXXXX)
 summary=()
-declare -A failed_entry
+declare -A failed_entry=()
 # The last summary line is a failure.
 mark_bad() { failed_entry[$(( ${#summary[@]} - 1 ))]=1; }
 

@@ -189,6 +189,7 @@ static void steps(size_t size)
 
 /* What the kernel logged since @kmsg was opened, read so far. */
 static int splat, ours, shown;
+static char last[2048];
 
 /* Print the kernel log's new splat lines; true once it has the bug's. */
 static int scan_kmsg(int kmsg)
@@ -212,9 +213,12 @@ static int scan_kmsg(int kmsg)
 			splat = 1;
 		if (splat && strstr(text, "remove_migration_pmd"))
 			ours = 1;
-		if (splat && shown < 6 && (strstr(text, "BUG") ||
-		    strstr(text, "WARNING") || strstr(text, "RIP:"))) {
+		/* An oops prints its RIP: line twice. */
+		if (splat && shown < 6 && strcmp(text, last) &&
+		    (strstr(text, "BUG") || strstr(text, "WARNING") ||
+		     strstr(text, "RIP:"))) {
 			printf("# kernel: %s\n", text);
+			snprintf(last, sizeof(last), "%s", text);
 			shown++;
 		}
 	}
