@@ -450,7 +450,8 @@ qemu=(qemu-system-x86_64 -nodefaults -display none -no-reboot
 # A reproducer sees its own oops (the crasher's VM_BUG_ON) and says so.
 cmdline="console=ttyS0 panic=-1"
 [ $repro = 1 ] || cmdline="$cmdline oops=panic"
-cmdline="$cmdline loglevel=7 hmmfolio.filter=$filter"
+# hugetlb pages for the tree's hmm-tests (anon_write_hugetlbfs, compound).
+cmdline="$cmdline loglevel=7 hugepages=4 hmmfolio.filter=$filter"
 [ -z "$test_timeout" ] || cmdline="$cmdline hmmfolio.timeout=$test_timeout"
 cmdline="$cmdline hmmfolio.seed=$seed"
 [ -z "$duration" ] || cmdline="$cmdline hmmfolio.duration=$duration"
@@ -528,6 +529,8 @@ wait $qpid 2>/dev/null
 qrc=$?
 wait $follower 2>/dev/null
 log "guest ran $((SECONDS - start)) s ($accel); hmm-folio-stress seed $seed (--seed $seed repeats it)"
+times=$(sed -n 's/^# hmmfolio: \(.*\) ran \([0-9]*\) s$/\1 \2 s/p' "$ktap" | paste -sd , - | sed 's/,/, /g')
+[ -z "$times" ] || log "time per program: $times"
 if [ ! -s "$console" ] && [ -z "$timed_out" ] && [ $qrc -ne 0 ]; then
 	cat "$outdir/qemu.log" >&2
 	die_infra "QEMU failed to start (exit $qrc)"
@@ -543,6 +546,8 @@ allow=()
 [ -z "$filter" ] || allow+=(--allow-skip filter)
 [ "$failfast" = 0 ] || allow+=(--allow-skip fail-fast)
 [ "$stock" = 0 ] || allow+=(--allow-skip stock-module)
+# The tree's hmm-tests: the guest gives test_hmm no device coherent memory.
+[ $kselftest = 1 ] || [ $repro = 1 ] || allow+=(--allow-skip no-coherent)
 [[ " $append " != *" numa=off "* ]] || allow+=(--allow-skip one-node)
 [[ $append != *io_uring_disabled* ]] || allow+=(--allow-skip no-io_uring)
 for lib in liburing libnuma; do

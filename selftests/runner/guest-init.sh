@@ -251,8 +251,10 @@ for prog in $progs; do
 		fi
 	fi
 	out "# selftest: mm: $prog"
+	t0=$(cut -d. -f1 /proc/uptime)
 	run_prog ./$prog $args
 	rc=$?
+	out "# hmmfolio: $prog ran $(($(cut -d. -f1 /proc/uptime) - t0)) s"
 	case $rc in
 	0) out "ok $n selftests: mm: $prog" ;;
 	4) out "ok $n selftests: mm: $prog # SKIP" ;;

@@ -209,6 +209,8 @@ SKIP_REASONS = {
     "no-liburing": ("built without liburing",),
     "no-libnuma": ("built without libnuma",),
     "stock-module": ("test_hmm lacks the hmm-folio extension",),
+    # The tree's own hmm-tests (selftests/mm/Makefile: ANCHOR_PROGS).
+    "no-coherent": ("DEVICE_COHERENT not available",),
 }
 
 
