@@ -425,6 +425,7 @@ else
 	progs=$(make -s -C "$REPO/selftests/mm" KSRC="$ksrc" list)
 	for p in $progs; do cp "$tests_out/$p" "$root/tests/"; done
 	echo "$progs" >"$root/tests/list"
+	make -s -C "$REPO/selftests/mm" KSRC="$ksrc" args >"$root/tests/args"
 fi
 if [ $kselftest = 0 ]; then
 	if [ $stock = 1 ]; then
@@ -529,7 +530,8 @@ wait $qpid 2>/dev/null
 qrc=$?
 wait $follower 2>/dev/null
 log "guest ran $((SECONDS - start)) s ($accel); hmm-folio-stress seed $seed (--seed $seed repeats it)"
-times=$(sed -n 's/^# hmmfolio: \(.*\) ran \([0-9]*\) s$/\1 \2 s/p' "$ktap" | paste -sd , - | sed 's/,/, /g')
+times=$(tr -d '\r' <"$ktap" | sed -n 's/^# hmmfolio: \(.*\) ran \([0-9]*\) s$/\1 \2 s/p' |
+	paste -sd , - | sed 's/,/, /g')
 [ -z "$times" ] || log "time per program: $times"
 if [ ! -s "$console" ] && [ -z "$timed_out" ] && [ $qrc -ne 0 ]; then
 	cat "$outdir/qemu.log" >&2

@@ -251,6 +251,8 @@ for prog in $progs; do
 		fi
 	fi
 	out "# selftest: mm: $prog"
+	# The arguments it always runs with (selftests/mm/Makefile: PROG_ARGS).
+	args="$(sed -n "s|^$prog ||p" /tests/args 2>/dev/null) $args"
 	t0=$(cut -d. -f1 /proc/uptime)
 	run_prog ./$prog $args
 	rc=$?
