@@ -31,6 +31,14 @@ Kernel:
   --kbuild DIR         the build dir of --kernel (.config, modules, headers)
   --series VER         Debian linux-source version to fetch (default $SERIES)
   --jobs N             parallel build jobs (default: nproc)
+  --debug PROFILE      default, or full: also lockdep, KASAN, KFENCE, UBSAN,
+                       debug objects, page_owner, DEBUG_PAGEALLOC and
+                       kmemleak (configs/profiles/debug-full.config; its own
+                       cached build; a kmemleak scan after the tests)
+  --coverage           build the kernel with gcov for the device-private
+                       code (mm/ and test_hmm, see configs/profiles/
+                       coverage.config), collect it from the guest after the
+                       run and write an lcov report into the output dir
 
   --mutation PATCH     also build a kernel with PATCH (a bug re-introduced in
                        the cached Debian source, see selftests/mutations) and
@@ -40,7 +48,7 @@ Kernel:
                        fixes, selftests/fixes/patches)
 
 Tests:
-  --filter GLOB        run only tests whose fixture.variant.test matches GLOB
+  --filter GLOB[,GLOB] run only tests whose fixture.variant.test matches a GLOB
   --kselftest          the kselftest way instead: install the tests into a
                        copy of the tree's selftests (make install-kselftest),
                        make a kselftest-install tarball of its mm tests with
@@ -48,8 +56,9 @@ Tests:
                        guest and run its run_kselftest.sh
   --ksft-tests LIST    with --kselftest: run_kselftest.sh tests, comma
                        separated, or "all" (default: $KSFT_TESTS)
-  --timeout SEC        whole guest run (default 1500)
-  --test-timeout SEC   per test program (default: selftests/mm/settings)
+  --timeout SEC        whole guest run (default 1500; 5400 with --debug full)
+  --test-timeout SEC   per test program (default: selftests/mm/settings;
+                       1800 with --debug full)
   --seed N             seed of hmm-folio-stress (default: random, printed)
   --duration SEC       how long hmm-folio-stress runs (default 60)
   --crashers           also run the tests of known kernel bugs that crash a
@@ -133,7 +142,7 @@ kernel=
 kbuild=
 filter=
 mutation=
-timeout=1500
+timeout=
 test_timeout=
 seed=
 duration=
@@ -152,6 +161,8 @@ kselftest=0
 repro=0
 ksft_tests=
 jobs=$(nproc 2>/dev/null || echo 2)
+debug=default
+coverage=0
 
 need_arg() { [ $# -ge 2 ] && [ -n "$2" ] || die_usage "$1 needs an argument"; }
 while [ $# -gt 0 ]; do
@@ -161,6 +172,8 @@ while [ $# -gt 0 ]; do
 	--kbuild) need_arg "$@"; kbuild=$2; shift 2 ;;
 	--series) need_arg "$@"; SERIES=$2; shift 2 ;;
 	--jobs) need_arg "$@"; jobs=$2; shift 2 ;;
+	--debug) need_arg "$@"; debug=$2; shift 2 ;;
+	--coverage) coverage=1; shift ;;
 	--mutation) need_arg "$@"; mutation=$2; shift 2 ;;
 	--filter) need_arg "$@"; filter=$2; shift 2 ;;
 	--kselftest) kselftest=1; shift ;;
@@ -187,7 +200,7 @@ while [ $# -gt 0 ]; do
 done
 
 is_num() { [[ $1 =~ ^[1-9][0-9]*$ ]]; }
-is_num "$timeout" || die_usage "--timeout takes a number of seconds"
+[ -z "$timeout" ] || is_num "$timeout" || die_usage "--timeout takes a number of seconds"
 [ -z "$test_timeout" ] || is_num "$test_timeout" ||
 	die_usage "--test-timeout takes a number of seconds"
 is_num "$jobs" || die_usage "--jobs takes a number"
@@ -199,6 +212,12 @@ is_num "$jobs" || die_usage "--jobs takes a number"
 [ -n "$seed" ] || seed=$(( (RANDOM << 15 | RANDOM) % 1000000000 ))
 is_num "$memory" && [ "$memory" -ge 512 ] || die_usage "--memory takes MB >= 512"
 case $accel in auto|kvm|tcg) ;; *) die_usage "--accel takes auto, kvm or tcg" ;; esac
+case $debug in default|full) ;; *) die_usage "--debug takes default or full" ;; esac
+# The full debug profile is several times slower under TCG (BENCHMARKS).
+if [ $debug = full ]; then
+	: "${timeout:=5400}" "${test_timeout:=1800}"
+fi
+: "${timeout:=1500}"
 case $inject in ''|panic|oops|warn|hang|oom) ;;
 *) die_usage "--inject takes panic, oops, warn, hang or oom" ;; esac
 [[ $filter =~ [[:space:]] ]] && die_usage "--filter takes a glob without spaces"
@@ -215,6 +234,12 @@ if [ $kselftest = 1 ]; then
 		die_usage "--ksft-tests takes collection:test names separated by commas"
 else
 	[ -z "$ksft_tests" ] || die_usage "--ksft-tests goes with --kselftest"
+fi
+if [ $coverage = 1 ]; then
+	[ -z "$kernel$kbuild" ] ||
+		die_usage "--coverage builds its own kernel: not with --kernel or --kbuild"
+	[ -z "$mutation" ] || die_usage "--coverage and --mutation: one or the other"
+	[ $repro = 0 ] || die_usage "--coverage measures the tests: not with --repro"
 fi
 if [ -n "$kernel" ] || [ -n "$kbuild" ]; then
 	[ -n "$kernel" ] && [ -n "$kbuild" ] || die_usage "--kernel and --kbuild go together"
@@ -250,6 +275,7 @@ need="make:make gcc:gcc flex:flex bison:bison bc:bc cpio:cpio gzip:gzip
 	/usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring"
 [ $kselftest = 0 ] || need="$need rsync:rsync git:git
 	/usr/include/sys/capability.h:libcap-dev"
+[ $coverage = 0 ] || need="$need lcov:lcov genhtml:lcov gcov:gcc"
 missing=
 for t in $need; do
 	case ${t%%:*} in
@@ -306,6 +332,12 @@ log "lib/test_hmm series: lib/test_hmm/$series"
 
 # --- 2. kernel build -------------------------------------------------------
 fragments=("$REPO"/configs/*.config)
+[ $debug = default ] || fragments+=("$REPO/configs/profiles/debug-$debug.config")
+covfiles=
+if [ $coverage = 1 ]; then
+	fragments+=("$REPO/configs/profiles/coverage.config")
+	covfiles=$REPO/configs/profiles/coverage.files
+fi
 check_config() {
 	local cfg=$1 bad=
 	for l in $(grep -h '^CONFIG_' "${fragments[@]}"); do
@@ -315,9 +347,33 @@ check_config() {
 }
 
 if [ -z "$kbuild" ]; then
-	key=$( (echo "$kver"; cat "${fragments[@]}"; gcc --version | head -n 1) |
+	# The build's key: what the fragments set, not how they say it.
+	key=$( (echo "$kver"; grep -h '^CONFIG_\|^# CONFIG_.* is not set' "${fragments[@]}"
+		[ -z "$covfiles" ] || grep -v '^#' "$covfiles"; gcc --version | head -n 1) |
 		sha256sum | cut -c1-12)
 	kbuild=$cache/build/$kver-$key
+	if [ $coverage = 1 ]; then
+		# gcov for the files of coverage.files only: a hard-linked copy
+		# of the tree whose Makefiles say so (each replaced, never
+		# written through a link); it is the build's source from now on.
+		gsrc=$cache/gcov-src/$kver-$key
+		if [ ! -f "$gsrc/.hmmfolio-gcov" ]; then
+			log "coverage: hard-linked copy of $ksrc in $gsrc"
+			rm -rf "$gsrc"
+			mkdir -p "$(dirname "$gsrc")"
+			lk=/dev/null
+			[ "${ksrc#"$cache"/src/}" = "$ksrc" ] || lk=$ksrc/.hmmfolio-mutation.lock
+			flock -s "$lk" cp -al "$ksrc" "$gsrc" || die_infra "cannot copy $ksrc to $gsrc"
+			for f in $(grep -v '^#' "$covfiles"); do
+				[ -f "$ksrc/$f" ] || die_infra "coverage.files: no $f in $ksrc"
+				mf=$gsrc/$(dirname "$f")/Makefile
+				{ cat "$mf"; echo "GCOV_PROFILE_$(basename "$f" .c).o := y"; } >"$mf.new" &&
+					mv -f "$mf.new" "$mf" || die_infra "cannot write $mf"
+			done
+			touch "$gsrc/.hmmfolio-gcov"
+		fi
+		ksrc=$gsrc
+	fi
 	mkdir -p "$kbuild"
 	if [ ! -f "$kbuild/.config" ]; then
 		log "configuring $kbuild (tinyconfig + configs/*.config)"
@@ -364,7 +420,8 @@ fi
 
 log "building test_hmm.ko with the lib/test_hmm patches"
 run_logged "module build" "$outdir/module-build.log" \
-	"$RUNNER/build-module.sh" "$ksrc" "$kbuild" "$outdir/module" ||
+	"$RUNNER/build-module.sh" "$ksrc" "$kbuild" "$outdir/module" \
+	$([ $coverage = 0 ] || echo GCOV_PROFILE_test_hmm.o=y) ||
 	die_infra "building test_hmm.ko failed (log: $outdir/module-build.log)"
 if [ $stock = 1 ]; then
 	log "building the tree's own test_hmm.ko (--stock-module)"
@@ -459,8 +516,17 @@ cmdline="$cmdline hmmfolio.seed=$seed"
 [ "$crashers" = 0 ] || cmdline="$cmdline hmmfolio.crashers=1"
 [ "$failfast" = 0 ] || cmdline="$cmdline hmmfolio.failfast=1"
 [ -z "$inject" ] || cmdline="$cmdline hmmfolio.inject=$inject"
+# What the full debug profile built in, turned on (kmemleak is on by default).
+[ $debug = default ] || cmdline="$cmdline page_owner=on debug_pagealloc=on slub_debug=FZP"
+# ... and the tests' own harness timeouts stretched as much as it is slower.
+[ $debug = default ] || cmdline="$cmdline hmmfolio.tscale=10"
 [ -z "$append" ] || cmdline="$cmdline $append"
 [ $kselftest = 0 ] || cmdline="$cmdline hmmfolio.ksft=$ksft_tests"
+gcovdump=()
+if [ $coverage = 1 ]; then
+	cmdline="$cmdline hmmfolio.gcov=1"
+	gcovdump=(-serial "file:$outdir/gcov.dump")
+fi
 
 # /dev/kvm can exist and still not work (a guest that hangs after the BIOS):
 # believe KVM only when a guest prints the kernel banner with it.
@@ -494,7 +560,7 @@ ktap=$outdir/ktap.log
 : >"$ktap"
 log "booting $kernel (timeout ${timeout}s)"
 start=$SECONDS
-"${qemu[@]}" -serial "file:$console" -serial "file:$ktap" -append "$cmdline" \
+"${qemu[@]}" -serial "file:$console" -serial "file:$ktap" "${gcovdump[@]}" -append "$cmdline" \
 	>"$outdir/qemu.log" 2>&1 &
 qpid=$!
 # run_tests.sh interrupted or killed: the guest must not outlive it (it
@@ -558,4 +624,13 @@ for lib in liburing libnuma; do
 done
 [ $repro = 0 ] || allow+=(--repro)
 python3 "$RUNNER/verdict.py" --ktap "$ktap" --console "$console" $timed_out "${allow[@]}"
-exit $?
+rc=$?
+if [ $coverage = 1 ]; then
+	echo
+	log "coverage report (selftests/runner/coverage.py)"
+	python3 "$RUNNER/coverage.py" report --dump "$outdir/gcov.dump" \
+		--files "$covfiles" --ksrc "$ksrc" --out "$outdir/coverage" ||
+		{ echo "run_tests.sh: error: no coverage report (above)" >&2
+		  [ $rc -ne 0 ] || rc=$EXIT_INFRA; }
+fi
+exit $rc

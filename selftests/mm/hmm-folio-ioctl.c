@@ -112,7 +112,7 @@ FIXTURE_TEARDOWN(badarg)
 	HMM_FOLIO_FAIL_ON_SPLATS(splats);
 }
 
-TEST_F(badarg, rejected)
+TEST_F_TIMEOUT(badarg, rejected, HMM_FOLIO_TIMEOUT(30))
 {
 	union hmm_folio_arg arg = variant->arg;
 	struct hmm_dmirror_folio_cmd held = { 0 };
@@ -170,7 +170,7 @@ FIXTURE_TEARDOWN(held)
 	HMM_FOLIO_FAIL_ON_SPLATS(hmm_folio_fixture_close(&self->kmsg, &self->fd));
 }
 
-TEST_F(held, freed_on_close)
+TEST_F_TIMEOUT(held, freed_on_close, HMM_FOLIO_TIMEOUT(30))
 {
 	static const unsigned int orders[] = { 0, 1, 4, 8 };
 	struct hmm_dmirror_alloc_stats before, after;
@@ -220,7 +220,7 @@ TEST_F(held, freed_on_close)
  * mem_cgroup_migrate() and stalled the CPU: patch 0010; hmm-folio-stress
  * closes two mirrors together.)
  */
-TEST_F(held, kept_when_another_file_closes)
+TEST_F_TIMEOUT(held, kept_when_another_file_closes, HMM_FOLIO_TIMEOUT(30))
 {
 	static const unsigned int orders[] = { 0, 1, 4, 9 };
 	__u64 handles[sizeof(orders) / sizeof(orders[0])];

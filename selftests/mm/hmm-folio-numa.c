@@ -339,7 +339,7 @@ static __u64 policy_to_device(struct __test_metadata *_metadata,
 	return self->pfns[0].offset;
 }
 
-TEST_F_TIMEOUT(policy, fault_back_node, 60)
+TEST_F_TIMEOUT(policy, fault_back_node, HMM_FOLIO_TIMEOUT(60))
 {
 	unsigned int gen = 1;
 	__u64 block;
@@ -554,7 +554,7 @@ static void mpol_expect_answer(struct __test_metadata *_metadata,
 	}
 }
 
-TEST_F_TIMEOUT(mpol, device_range, 60)
+TEST_F_TIMEOUT(mpol, device_range, HMM_FOLIO_TIMEOUT(60))
 {
 	unsigned long ndev = mpol_dev_pages(self, variant);
 	unsigned char dev_prot = variant->where == WHERE_SPLIT ?

@@ -363,7 +363,7 @@ static void fixed_to_device(struct __test_metadata *_metadata,
 				      gen, HMM_FOLIO_PROT_DEV_PMD), 0);
 }
 
-TEST_F_TIMEOUT(fixed, lifecycle, 60)
+TEST_F_TIMEOUT(fixed, lifecycle, HMM_FOLIO_TIMEOUT(60))
 {
 	unsigned int gen = 1;
 	char *p = hmm_folio_map_aligned(self->size);
@@ -700,7 +700,7 @@ static bool race_round(FIXTURE_DATA(race) *self,
 	return true;
 }
 
-TEST_F_TIMEOUT(race, dio, 60)
+TEST_F_TIMEOUT(race, dio, HMM_FOLIO_TIMEOUT(60))
 {
 	struct race_cut cut = { 0 };
 	struct race_ctx ctx = { self, variant };

@@ -816,7 +816,7 @@ static void reuse_at_orders(struct __test_metadata *_metadata,
 	}
 }
 
-TEST_F_TIMEOUT(reuse, lifecycle, 45)
+TEST_F_TIMEOUT(reuse, lifecycle, HMM_FOLIO_TIMEOUT(45))
 {
 	struct hmm_dmirror_alloc_stats before, after;
 	unsigned int gen = 1;
@@ -939,7 +939,7 @@ FIXTURE_TEARDOWN(evict)
 	HMM_FOLIO_FAIL_ON_SPLATS(hmm_folio_fixture_close(&self->kmsg, &self->fd));
 }
 
-TEST_F(evict, close_after_reuse_from_the_end)
+TEST_F_TIMEOUT(evict, close_after_reuse_from_the_end, HMM_FOLIO_TIMEOUT(30))
 {
 	size_t size = read_pmd_pagesize();
 	unsigned long npages = size / psize();
@@ -1061,7 +1061,7 @@ static bool pages_repeat(const char *buf, const char *p, unsigned long npages,
 	return true;
 }
 
-TEST_F(known_bugs, device_read_after_mremap)
+TEST_F_TIMEOUT(known_bugs, device_read_after_mremap, HMM_FOLIO_TIMEOUT(30))
 {
 	size_t size = read_pmd_pagesize();
 	unsigned long npages = size / psize(), first;

@@ -7,6 +7,8 @@
  * bounded time after migrating everything back, with the data intact, no
  * splat and no leaked device page; reloaded, the device memory is handed
  * out again at new orders. Loading with bad parameters must fail cleanly.
+ * A device release racing migrations to the device must either wait for
+ * nothing or be refused (EBUSY), never leave both stuck (release_race).
  *
  * Needs root, the hmm-folio extension and HMM_FOLIO_MODULE, the path of the
  * test_hmm.ko to reload (the runner's guest sets it). The module is loaded
@@ -14,6 +16,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -25,7 +30,8 @@
 #include "vm_util.h"
 #include "hmm_folio_util.h"
 
-#define UNLOAD_SECS	30
+/* How long an unload may take (times HMM_FOLIO_TIMEOUT_SCALE). */
+#define UNLOAD_SECS	(30 * hmm_folio_timeout_scale())
 
 enum busy_how {
 	BUSY_HELD,	/* device folios held by the fd */
@@ -236,7 +242,7 @@ static void expect_thp_evicted(struct __test_metadata *_metadata,
 				       "after the device was closed"), 0);
 }
 
-TEST_F_TIMEOUT(teardown, unload_reload, 120)
+TEST_F_TIMEOUT(teardown, unload_reload, HMM_FOLIO_TIMEOUT(120))
 {
 	struct hmm_dmirror_alloc_stats st;
 	int ret;
@@ -276,6 +282,216 @@ TEST_F_TIMEOUT(teardown, unload_reload, 120)
 					       (uintptr_t)self->thp, 3,
 					       "after the reload"), 0);
 	reuse_after_reload(_metadata, self);
+}
+
+/* ------------------------------------------------------------------------
+ * release_race: HMM_DMIRROR_RELEASE against HMM_DMIRROR_MIGRATE_TO_DEV of
+ * small pages on the same device. A migration takes device pages one by one
+ * and holds them locked, not yet counted by their pagemap, until its
+ * migrate_vma_finalize(); a release in that window (before lib/test_hmm
+ * patch 0012) evicts around them and waits in memunmap_pages() with
+ * devmem_lock held, while the migration waits for devmem_lock to add a
+ * chunk: both stuck for good. The release must be refused (EBUSY) then.
+ * One thread migrates and reads the range back, the other releases, each on
+ * its own CPU; a thread that makes no progress for RR_STALL_MS fails it.
+ */
+#define RR_MS		3000	/* how long the race runs */
+#define RR_STALL_MS	10000	/* no round done for this long: stuck */
+#define RR_PAGES	256	/* small pages migrated per round */
+
+FIXTURE(release_race)
+{
+	struct hmm_folio_kmsg kmsg;
+	int fd;
+	size_t size;
+	char *p;
+	void *mirror;
+	bool stop;		/* __atomic */
+	/* __atomic: rounds done by each thread, and what they saw */
+	unsigned long migrations, partial, releases, refused;
+	unsigned long bad_pages;
+	int bad_errno;
+	const char *bad_what;
+	int exited;		/* __atomic: threads that returned */
+};
+
+FIXTURE_SETUP(release_race)
+{
+	const char *why = NULL;
+
+	self->p = NULL;
+	self->mirror = NULL;
+	HMM_FOLIO_REQUIRE(hmm_folio_fixture_open(&self->kmsg, &self->fd,
+						 HMM_FOLIO_NEED_EXT, &why), why);
+	self->size = RR_PAGES * psize();
+	self->mirror = malloc(self->size);
+	ASSERT_NE(self->mirror, NULL);
+	self->p = HMM_FOLIO_NEW_RANGE(self->size, false, 11);
+}
+
+FIXTURE_TEARDOWN(release_race)
+{
+	int splats;
+
+	if (self->p)
+		munmap(self->p, self->size);
+	splats = hmm_folio_fixture_close(&self->kmsg, &self->fd);
+	free(self->mirror);
+	HMM_FOLIO_FAIL_ON_SPLATS(splats);
+}
+
+static void rr_pin(int cpu)
+{
+	cpu_set_t set;
+
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+static bool rr_stopped(FIXTURE_DATA(release_race) *self)
+{
+	return __atomic_load_n(&self->stop, __ATOMIC_ACQUIRE);
+}
+
+static void rr_bad(FIXTURE_DATA(release_race) *self, const char *what, int err)
+{
+	if (!self->bad_what) {
+		self->bad_what = what;
+		self->bad_errno = err;
+	}
+	__atomic_store_n(&self->stop, true, __ATOMIC_RELEASE);
+}
+
+/* To the device and back by a CPU read: the tags must survive either. */
+static void *rr_migrator(void *arg)
+{
+	FIXTURE_DATA(release_race) *self = arg;
+	struct hmm_dmirror_cmd cmd;
+	unsigned long bad;
+	int ret;
+
+	rr_pin(0);
+	while (!rr_stopped(self)) {
+		ret = hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, self->p,
+				    self->mirror, RR_PAGES, &cmd);
+		/* ENOENT: a release evicted pages before they were read back. */
+		if (ret && ret != -ENOENT) {
+			rr_bad(self, "MIGRATE_TO_DEV", -ret);
+			break;
+		}
+		if (!ret && hmm_folio_check_tags(self->mirror, self->size,
+						 (uintptr_t)self->p, 11,
+						 "device copy during the race")) {
+			rr_bad(self, "device copy", 0);
+			break;
+		}
+		__atomic_add_fetch(ret ? &self->partial : &self->migrations, 1,
+				   __ATOMIC_RELAXED);
+		bad = hmm_folio_check_tags(self->p, self->size, (uintptr_t)self->p,
+					   11, "CPU view during the race");
+		if (bad) {
+			self->bad_pages = bad;
+			rr_bad(self, "CPU view", 0);
+			break;
+		}
+	}
+	__atomic_add_fetch(&self->exited, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void *rr_releaser(void *arg)
+{
+	FIXTURE_DATA(release_race) *self = arg;
+	int ret;
+
+	rr_pin(1);
+	while (!rr_stopped(self)) {
+		/* A range is only checked for sanity: the device goes. */
+		ret = hmm_folio_cmd(self->fd, HMM_DMIRROR_RELEASE, self->p, NULL,
+				    RR_PAGES, NULL);
+		if (ret && ret != -EBUSY) {
+			rr_bad(self, "RELEASE", -ret);
+			break;
+		}
+		__atomic_add_fetch(ret ? &self->refused : &self->releases, 1,
+				   __ATOMIC_RELAXED);
+	}
+	__atomic_add_fetch(&self->exited, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static unsigned long rr_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+TEST_F_TIMEOUT(release_race, migrate_to_dev, HMM_FOLIO_TIMEOUT(60))
+{
+	unsigned long start = rr_ms(), last_m = 0, last_r = 0, t_m, t_r, now;
+	unsigned long m, r;
+	struct hmm_dmirror_alloc_stats st;
+	pthread_t tm, tr;
+
+	t_m = start;
+	t_r = start;
+	ASSERT_EQ(pthread_create(&tm, NULL, rr_migrator, self), 0);
+	ASSERT_EQ(pthread_create(&tr, NULL, rr_releaser, self), 0);
+	for (;;) {
+		usleep(50000);
+		now = rr_ms();
+		m = __atomic_load_n(&self->migrations, __ATOMIC_RELAXED) +
+		    __atomic_load_n(&self->partial, __ATOMIC_RELAXED);
+		r = __atomic_load_n(&self->releases, __ATOMIC_RELAXED) +
+		    __atomic_load_n(&self->refused, __ATOMIC_RELAXED);
+		if (m != last_m)
+			t_m = now;
+		if (r != last_r)
+			t_r = now;
+		last_m = m;
+		last_r = r;
+		/* Stopped, and both threads out of the kernel: joinable. */
+		if (__atomic_load_n(&self->exited, __ATOMIC_ACQUIRE) == 2)
+			break;
+		/* Both stuck in the kernel cannot be joined: fail, leave them. */
+		ASSERT_LT(now - t_m, RR_STALL_MS * hmm_folio_timeout_scale())
+			TH_LOG("the migrating thread is stuck (%lu rounds, releases %lu)",
+			       m, r);
+		ASSERT_LT(now - t_r, RR_STALL_MS * hmm_folio_timeout_scale())
+			TH_LOG("the releasing thread is stuck (%lu releases, migrations %lu)",
+			       r, m);
+		if (now - start >= RR_MS)
+			__atomic_store_n(&self->stop, true, __ATOMIC_RELEASE);
+	}
+	pthread_join(tm, NULL);
+	pthread_join(tr, NULL);
+	ASSERT_EQ(self->bad_what, NULL)
+		TH_LOG("%s: %s (%lu bad pages)", self->bad_what,
+		       self->bad_errno ? strerror(self->bad_errno) : "wrong data",
+		       self->bad_pages);
+	TH_LOG("%lu ms: %lu migrations (%lu partly evicted), %lu releases, %lu refused (%lu/s)",
+	       now - start, self->migrations, self->partial, self->releases,
+	       self->refused, self->refused * 1000 / (now - start + 1));
+	/* Both sides ran: the race was run, not one side alone. */
+	ASSERT_GT(self->migrations + self->partial, 0);
+	ASSERT_GT(self->releases, 0);
+	HMM_FOLIO_STEP_DONE("release racing migrations");
+
+	/* The range whole in system memory; then no device page left in use. */
+	ASSERT_EQ(hmm_folio_check_tags(self->p, self->size, (uintptr_t)self->p,
+				       11, "after the race"), 0);
+	ASSERT_EQ(munmap(self->p, self->size), 0);
+	self->p = NULL;
+	ASSERT_EQ(hmm_folio_stats(self->fd, &st), 0);
+	ASSERT_EQ(st.free_pages, st.total_pages)
+		TH_LOG("%llu device pages still in use after the race",
+		       (unsigned long long)(st.total_pages - st.free_pages));
+	HMM_FOLIO_STEP_DONE("after the race");
 }
 
 TEST_HARNESS_MAIN

@@ -127,7 +127,7 @@ static void thp_round_free(struct __test_metadata *_metadata,
 	HMM_FOLIO_STEP_DONE("freeing the device THP");
 }
 
-TEST_F_TIMEOUT(thp, lifecycle, 120)
+TEST_F_TIMEOUT(thp, lifecycle, HMM_FOLIO_TIMEOUT(120))
 {
 	unsigned int gen = 10;
 	char *p;
@@ -279,7 +279,7 @@ static void split_device_pmd(struct __test_metadata *_metadata,
 	}
 }
 
-TEST_F_TIMEOUT(split, soft_dirty, 60)
+TEST_F_TIMEOUT(split, soft_dirty, HMM_FOLIO_TIMEOUT(60))
 {
 	unsigned long half = self->npages / 2;
 	size_t hsize = self->size / 2;
@@ -378,7 +378,7 @@ FIXTURE_TEARDOWN(crashers)
 							 &self->fd));
 }
 
-TEST_F(crashers, migrate_after_fork)
+TEST_F_TIMEOUT(crashers, migrate_after_fork, HMM_FOLIO_TIMEOUT(30))
 {
 	size_t size = read_pmd_pagesize();
 	unsigned long npages = size / psize();

@@ -260,7 +260,7 @@ static __u64 move(struct __test_metadata *_metadata, FIXTURE_DATA(twodev) *self,
 	return base1;
 }
 
-TEST_F_TIMEOUT(twodev, lifecycle, 60)
+TEST_F_TIMEOUT(twodev, lifecycle, HMM_FOLIO_TIMEOUT(60))
 {
 	unsigned int gen = 1;
 	__u64 base1;

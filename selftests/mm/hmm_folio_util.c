@@ -856,3 +856,26 @@ int hmm_folio_fixture_close(struct hmm_folio_kmsg *k, int *fd)
 	hmm_folio_kmsg_end(k);
 	return splats;
 }
+
+unsigned int hmm_folio_timeout_scale(void)
+{
+	static unsigned int scale;
+	const char *env;
+	char *end;
+
+	if (scale)
+		return scale;
+	scale = 1;
+	env = getenv("HMM_FOLIO_TIMEOUT_SCALE");
+	if (env && *env) {
+		unsigned long v = strtoul(env, &end, 10);
+
+		if (*end || v < 1 || v > 100)
+			fprintf(stderr,
+				"# HMM_FOLIO_TIMEOUT_SCALE=%s is not 1..100: using 1\n",
+				env);
+		else
+			scale = v;
+	}
+	return scale;
+}

@@ -297,6 +297,15 @@ int hmm_folio_fixture_close(struct hmm_folio_kmsg *k, int *fd);
 /* Whether the page at @page holds the tags of user address @addr, @gen. */
 bool hmm_folio_page_is(const void *page, uintptr_t addr, unsigned int gen);
 
+/*
+ * A test's harness timeout, @sec seconds times HMM_FOLIO_TIMEOUT_SCALE
+ * (1..100, default 1): a kernel with lockdep and KASAN under TCG (run_tests.sh
+ * --debug full) runs the same tests many times slower. The harness timeout
+ * also gives up on a test stuck in the kernel: never disable it.
+ */
+#define HMM_FOLIO_TIMEOUT(sec)	((sec) * hmm_folio_timeout_scale())
+unsigned int hmm_folio_timeout_scale(void);
+
 /* Returns the splat pattern @line matches, or NULL. */
 const char *hmm_folio_splat(const char *line);
 

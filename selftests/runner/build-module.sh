@@ -5,10 +5,11 @@
 # series applied (lib/test_hmm/apply.sh picks the one made for the tree),
 # out of tree against a kernel build.
 #
-# usage: build-module.sh [--stock] KSRC KBUILD OUTDIR
+# usage: build-module.sh [--stock] KSRC KBUILD OUTDIR [MAKEVAR=VALUE...]
 # leaves OUTDIR/lib/{test_hmm.c,test_hmm_uapi.h,test_hmm.ko}; the tests
 # include OUTDIR/lib/test_hmm_uapi.h as <lib/test_hmm_uapi.h>. --stock
-# builds the tree's test_hmm.c as it is, without our series.
+# builds the tree's test_hmm.c as it is, without our series. The MAKEVARs
+# go to kbuild (--coverage: GCOV_PROFILE_test_hmm.o=y).
 set -euo pipefail
 
 stock=
@@ -33,4 +34,4 @@ else
 		err "the lib/test_hmm patches do not apply (see above)"
 	echo "build-module: applied lib/test_hmm/$used"
 fi
-make -C "$ksrc" O="$kbuild" M="$out/lib" modules
+make -C "$ksrc" O="$kbuild" M="$out/lib" "${@:4}" modules

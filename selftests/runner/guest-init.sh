@@ -5,7 +5,7 @@
 # output goes to ttyS1 as kselftest KTAP, so the two never interleave.
 #
 # Kernel command line parameters read here:
-#   hmmfolio.filter=GLOB      run only tests (fixture.variant.test) matching GLOB
+#   hmmfolio.filter=GLOB[,GLOB] run only tests (fixture.variant.test) matching a GLOB
 #   hmmfolio.timeout=SEC      per test program; default from /tests/settings
 #   hmmfolio.module=FILE      module to load (default /modules/test_hmm.ko)
 #   hmmfolio.seed=N           HMM_FOLIO_SEED for hmm-folio-stress
@@ -15,6 +15,11 @@
 #                             or oom (run_tests.sh --inject: runner self-check)
 #   hmmfolio.ksft=A,B         with a kselftest tarball (/kselftest.tar.gz):
 #                             the run_kselftest.sh tests to run, or "all"
+#   hmmfolio.gcov=1           at the end, send the kernel's gcov data
+#                             (debugfs gcov/**/*.gcda) to ttyS2, base64
+#                             (run_tests.sh --coverage)
+#   hmmfolio.tscale=N         HMM_FOLIO_TIMEOUT_SCALE: the tests' harness
+#                             timeouts times N (run_tests.sh --debug full)
 #   hmmfolio.failfast=1       after the first program that fails, report the
 #                             rest (and the unload) as SKIP: one failure is
 #                             make prove's verdict on a mutant kernel
@@ -35,6 +40,7 @@ ln -s /proc/self/fd/2 /dev/stderr
 
 filter=
 inject=
+gcov=
 timeout=
 ksft=
 module=/modules/test_hmm.ko
@@ -49,15 +55,57 @@ for arg in $(cat /proc/cmdline); do
 	hmmfolio.inject=*) inject=${arg#hmmfolio.inject=} ;;
 	hmmfolio.ksft=*) ksft=${arg#hmmfolio.ksft=} ;;
 	hmmfolio.failfast=1) failfast=1 ;;
+	hmmfolio.gcov=1) gcov=1 ;;
+	hmmfolio.tscale=*) export HMM_FOLIO_TIMEOUT_SCALE=${arg#hmmfolio.tscale=} ;;
 	esac
 done
+# Coverage counts what the tests reach, not what the boot did.
+[ -z "$gcov" ] || echo 1 >/sys/kernel/debug/gcov/reset 2>/dev/null
 [ -n "$timeout" ] || timeout=$(sed -n 's/^timeout=//p' /tests/settings 2>/dev/null)
 [ -n "$timeout" ] || timeout=900
 
 exec 3>/dev/ttyS1
 out() { echo "$*" >&3; }
 
+# --debug full: a kmemleak scan once the tests are done. An object must be
+# 5 s old to be reported, and a second scan confirms the first; kmemleak
+# logs "N new suspected memory leaks", a splat, and the list goes to the
+# console.
+leak_scan() {
+	kml=/sys/kernel/debug/kmemleak
+	[ -w $kml ] || return 0
+	out "# hmmfolio: kmemleak scan"
+	sleep 6
+	echo scan >$kml
+	sleep 1
+	echo scan >$kml
+	n=$(grep -c '^unreferenced object' $kml)
+	out "# hmmfolio: kmemleak: $n unreferenced object(s)"
+	[ "$n" = 0 ] || cat $kml
+}
+
+# --coverage: every .gcda file of debugfs as "=== PATH", its base64 and
+# "=== end", on ttyS2 (the paths are the host's build dirs). The data of
+# an unloaded module stays there (gcov_persist).
+gcov_dump() {
+	g=/sys/kernel/debug/gcov
+	[ -n "$gcov" ] || return 0
+	if [ ! -d $g ]; then
+		out "# hmmfolio: no $g: no coverage data"
+		return 0
+	fi
+	out "# hmmfolio: sending the gcov data"
+	find $g -name '*.gcda' | while read -r f; do
+		echo "=== ${f#$g}"
+		base64 <"$f"
+		echo "=== end"
+	done >/dev/ttyS2
+	out "# hmmfolio: gcov data sent: $(find $g -name '*.gcda' | wc -l) file(s)"
+}
+
 finish() {
+	leak_scan
+	gcov_dump
 	out "# hmmfolio: guest done"
 	sync
 	echo o >/proc/sysrq-trigger 2>/dev/null
@@ -237,13 +285,17 @@ for prog in $progs; do
 		# A harness program runs the matching tests (-r each); one
 		# that is a single test (list_tests names it after itself)
 		# runs whole if its name matches.
+		# GLOB may be several, comma separated: a test matching any.
 		matched=
 		for t in $(list_tests ./$prog); do
-			case $t in
-			$filter)
-				matched=1
-				[ "$t" = "$prog" ] || args="$args -r $t" ;;
-			esac
+			for g in $(echo "$filter" | tr , ' '); do
+				case $t in
+				$g)
+					matched=1
+					[ "$t" = "$prog" ] || args="$args -r $t"
+					break ;;
+				esac
+			done
 		done
 		if [ -z "$matched" ]; then
 			out "ok $n selftests: mm: $prog # SKIP no test matches $filter"

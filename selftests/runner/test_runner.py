@@ -6,7 +6,9 @@ logs, the kernel log patterns, and the option handling of run_tests.sh."""
 import io
 import os
 import re
+import shutil
 import subprocess
+import sys
 import unittest
 
 import verdict
@@ -509,11 +511,108 @@ class Options(unittest.TestCase):
             (["--repro", "--crashers"], "runs the reproducers only"),
             (["--mutation", "/nonexistent"], "no such patch, or directory"),
             (["--mutation", "/tmp"], "no such patch, or directory"),
+            (["--debug", "some"], "--debug takes default or full"),
+            (["--debug"], "needs an argument"),
+            (["--coverage", "--kernel", "/bin/sh", "--kbuild", "/tmp"],
+             "builds its own kernel"),
+            (["--coverage", "--mutation", "/tmp"], "one or the other"),
+            (["--coverage", "--repro"], "not with --repro"),
         ]:
             with self.subTest(args=args):
                 r = self.run_tests(*args)
                 self.assertEqual(r.returncode, 2, r.stderr)
                 self.assertIn(msg, r.stderr)
+
+
+class Coverage(unittest.TestCase):
+    """coverage.py on the gcov data of a small userspace program, sent the
+    way the guest sends it (base64 between "=== PATH" and "=== end")."""
+
+    SRC = ("int dev(int x)\n{\n\tif (is_device_private(x))\n\t\treturn 1;\n"
+           "\treturn 0;\n}\n"
+           "int other(int x)\n{\n\tif (x > 3)\n\t\treturn 2;\n\treturn 0;\n}\n")
+
+    def build(self, d, runs):
+        import base64
+        src = os.path.join(d, "src", "mm")
+        obj = os.path.join(d, "build", "mm")
+        os.makedirs(src)
+        os.makedirs(obj)
+        with open(os.path.join(src, "memremap.c"), "w") as f:
+            f.write("#define is_device_private(x) ((x) == 2)\n" + self.SRC +
+                    "int main(int c, char **v) { return dev(c) + other(c); }\n")
+        o = os.path.join(obj, "memremap.o")
+        subprocess.run(["gcc", "--coverage", "-O0", "-c",
+                        os.path.join(src, "memremap.c"), "-o", o], check=True, cwd=obj)
+        exe = os.path.join(obj, "prog")
+        subprocess.run(["gcc", "--coverage", o, "-o", exe], check=True)
+        for argc in runs:
+            subprocess.run([exe] + ["x"] * (argc - 1), cwd=obj)
+        gcda = os.path.join(obj, "memremap.gcda")
+        with open(gcda, "rb") as f:
+            b64 = base64.encodebytes(f.read()).decode()
+        os.unlink(gcda)
+        dump = os.path.join(d, "gcov.dump")
+        with open(dump, "w") as f:
+            f.write(f"=== {gcda}\r\n" + b64.replace("\n", "\r\n") + "=== end\r\n")
+        files = os.path.join(d, "coverage.files")
+        with open(files, "w") as f:
+            f.write("# test\nmm/memremap.c\n")
+        return dump, files
+
+    def report(self, d, runs, name):
+        dump, files = self.build(os.path.join(d, name), runs)
+        out = os.path.join(d, name, "coverage")
+        return subprocess.run([sys.executable, os.path.join(HERE, "coverage.py"),
+                               "report", "--dump", dump, "--files", files,
+                               "--ksrc", os.path.join(d, name, "src"), "--out", out],
+                              capture_output=True, text=True), out
+
+    @unittest.skipUnless(shutil.which("lcov") and shutil.which("gcov"),
+                         "lcov (Debian: lcov) not installed")
+    def test_report_and_compare(self):
+        import json
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            r, out = self.report(d, [1], "a")
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertTrue(os.path.exists(os.path.join(out, "html", "index.html")))
+            with open(os.path.join(out, "summary.json")) as f:
+                s = json.load(f)
+            fn = s["functions"]["mm/memremap.c:dev"]
+            self.assertEqual(fn["branches"], 2)
+            self.assertEqual(fn["branches_hit"], 1)
+            self.assertNotIn("mm/memremap.c:other", {k for k, v in s["functions"].items()
+                                                     if v["device"]})
+            [line] = s["device_lines"]
+            self.assertEqual((line["line"], line["state"]), (4, "partly covered"))
+            r2, out2 = self.report(d, [1, 2], "b")
+            self.assertEqual(r2.returncode, 0, r2.stdout + r2.stderr)
+            c = subprocess.run([sys.executable, os.path.join(HERE, "coverage.py"),
+                                "compare", out, out2, "--names", "ours,theirs"],
+                               capture_output=True, text=True)
+            self.assertEqual(c.returncode, 0, c.stderr)
+            self.assertIn("| mm/memremap.c:dev | 3/4 (75%) | 4/4 (100%) | "
+                          "1/2 (50%) | 2/2 (100%) |", c.stdout)
+            self.assertIn("mm/memremap.c:4 dev: 1/2 / 2/2 (partly covered)", c.stdout)
+
+    def test_no_data_is_an_error(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            dump = os.path.join(d, "gcov.dump")
+            open(dump, "w").close()
+            files = os.path.join(d, "files")
+            with open(files, "w") as f:
+                f.write("mm/memremap.c\n")
+            r = subprocess.run([sys.executable, os.path.join(HERE, "coverage.py"),
+                                "report", "--dump", dump, "--files", files,
+                                "--ksrc", d, "--out", os.path.join(d, "o")],
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 3)
+            self.assertIn("no gcov data from the guest", r.stderr)
+            r = subprocess.run([sys.executable, os.path.join(HERE, "coverage.py"),
+                                "bogus"], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 2)
 
 
 class Kselftest(unittest.TestCase):
