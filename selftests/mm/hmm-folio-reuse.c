@@ -76,6 +76,7 @@ enum op_how {
 	OP_MADV_COLLAPSE,
 	OP_PAGEMAP,		/* /proc/self/pagemap: not present, swap-like */
 	OP_SMAPS,		/* /proc/self/smaps read through */
+	OP_NUMA_MAPS,		/* /proc/self/numa_maps read through */
 };
 
 FIXTURE_VARIANT(reuse)
@@ -129,6 +130,7 @@ OP(madv_nohugepage, OP_MADV_NOHUGEPAGE);
 OP(madv_collapse, OP_MADV_COLLAPSE);
 OP(pagemap, OP_PAGEMAP);
 OP(smaps, OP_SMAPS);
+OP(numa_maps, OP_NUMA_MAPS);
 /* Ranges with no data of their own: the device memory is still reused. */
 FIXTURE_VARIANT_ADD(reuse, empty_order0_read) { .reach = REACH_EMPTY };
 FIXTURE_VARIANT_ADD(reuse, zero_order0_migrate)
@@ -356,12 +358,76 @@ static void op_madvise(struct __test_metadata *_metadata,
 }
 
 /* What /proc says of the device range: pagemap and smaps. */
+/*
+ * The numa_maps line of the VMA at @addr: the pages it counts on any node
+ * (the N<node>= fields) into *@pages, whether it has an anon= field into
+ * *@anon. Returns 0, or -1 when no line starts at @addr.
+ */
+static int numa_maps_pages(void *addr, unsigned long *pages, bool *anon)
+{
+	static const char sep[] = { ' ', '\n', 0 };
+	char start[32], line[1024], *tok, *save;
+	int ret = -1;
+	FILE *fp;
+
+	fp = fopen("/proc/self/numa_maps", "r");
+	if (!fp)
+		return -1;
+	snprintf(start, sizeof(start), "%lx ", (unsigned long)addr);
+	while (fgets(line, sizeof(line), fp)) {
+		if (strncmp(line, start, strlen(start)))
+			continue;
+		*pages = 0;
+		*anon = false;
+		for (tok = strtok_r(line, sep, &save); tok;
+		     tok = strtok_r(NULL, sep, &save)) {
+			unsigned int node;
+			unsigned long n;
+
+			if (sscanf(tok, "N%u=%lu", &node, &n) == 2)
+				*pages += n;
+			else if (!strncmp(tok, "anon=", 5))
+				*anon = true;
+		}
+		ret = 0;
+		break;
+	}
+	fclose(fp);
+	return ret;
+}
+
 static void op_proc(struct __test_metadata *_metadata,
 		    FIXTURE_DATA(reuse) *self, char *p, enum op_how op)
 {
-	unsigned long i;
+	unsigned long i, pages;
 	int pagemap_fd;
+	bool anon;
 
+	if (op == OP_NUMA_MAPS) {
+		/* A one-page VMA between two PROT_NONE ones: no merge. */
+		char *q = mmap(NULL, 3 * psize(), PROT_NONE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		/* A present page next to it is counted: the parse works. */
+		ASSERT_NE(q, MAP_FAILED);
+		ASSERT_EQ(mprotect(q + psize(), psize(), PROT_READ | PROT_WRITE), 0);
+		q[psize()] = 1;
+		ASSERT_EQ(numa_maps_pages(q + psize(), &pages, &anon), 0);
+		ASSERT_EQ(munmap(q, 3 * psize()), 0);
+		ASSERT_EQ(pages, 1);
+		ASSERT_TRUE(anon);
+		/*
+		 * numa_maps counts present pages only (can_gather_numa_stats*()):
+		 * a THP on the device is on no node.
+		 */
+		ASSERT_EQ(numa_maps_pages(p, &pages, &anon), 0)
+			TH_LOG("no numa_maps line for the range");
+		ASSERT_EQ(pages, 0)
+			TH_LOG("numa_maps counts %lu pages of a range on the device",
+			       pages);
+		ASSERT_FALSE(anon);
+		return;
+	}
 	if (op == OP_SMAPS) {
 		/*
 		 * smaps_pmd_entry() accounts a device-private PMD's folio: the
@@ -443,6 +509,7 @@ static char *range_op(struct __test_metadata *_metadata,
 		break;
 	case OP_PAGEMAP:
 	case OP_SMAPS:
+	case OP_NUMA_MAPS:
 		op_proc(_metadata, self, p, op);
 		break;
 	}

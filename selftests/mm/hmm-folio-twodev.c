@@ -172,10 +172,19 @@ static void reuse_order0(struct __test_metadata *_metadata,
 			 unsigned int gen)
 {
 	char *q = HMM_FOLIO_NEW_RANGE(self->size, false, gen);
+	struct hmm_dmirror_cmd cmd;
 	unsigned long i;
 
 	to_device(_metadata, self, dev, q, gen);
 	expect_on(_metadata, self, dev, q, 0, "order-0 reuse");
+	/* The other device's MIGRATE_TO_SYS skips these PTEs: not its pages. */
+	ASSERT_EQ(hmm_folio_cmd(self->fd[!dev], HMM_DMIRROR_MIGRATE_TO_SYS, q,
+				NULL, self->npages, &cmd), 0);
+	ASSERT_EQ(cmd.cpages, 0)
+		TH_LOG("device %d migrated %llu of device %d's pages", !dev,
+		       (unsigned long long)cmd.cpages, dev);
+	expect_on(_metadata, self, dev, q, 0,
+		  "order-0 reuse, after the other device's MIGRATE_TO_SYS");
 	for (i = 0; i < self->npages; i++)
 		ASSERT_TRUE(self->pfns[i].offset >= base &&
 			    self->pfns[i].offset < base + self->npages)
@@ -223,6 +232,17 @@ static __u64 move(struct __test_metadata *_metadata, FIXTURE_DATA(twodev) *self,
 				self->mirror, self->npages, &cmd), -ENOENT);
 	expect_on(_metadata, self, 0, p, self->pmd_order,
 		  "after device 1's MIGRATE_TO_DEV");
+	/*
+	 * Nor send them to system memory: migrate_vma skips the device PMD
+	 * of another pgmap owner, whole (migrate_vma_collect_huge_pmd()).
+	 */
+	ASSERT_EQ(hmm_folio_cmd(self->fd[1], HMM_DMIRROR_MIGRATE_TO_SYS, p,
+				NULL, self->npages, &cmd), 0);
+	ASSERT_EQ(cmd.cpages, 0)
+		TH_LOG("device 1 migrated %llu of device 0's pages",
+		       (unsigned long long)cmd.cpages);
+	expect_on(_metadata, self, 0, p, self->pmd_order,
+		  "after device 1's MIGRATE_TO_SYS");
 
 	switch (variant->move) {
 	case MOVE_MIGRATE:
