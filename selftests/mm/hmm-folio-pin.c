@@ -416,7 +416,8 @@ enum race_op {
 	RACE_MUNMAP,	/* the read buffer to the device, unmapped, mapped anew */
 };
 
-#define RACE_MS		2000	/* how long each race runs */
+/* How long each race runs (times HMM_FOLIO_TIMEOUT_SCALE: a slower kernel) */
+#define RACE_MS		(2000 * hmm_folio_timeout_scale())
 #define RACE_MAX_PAGES	64	/* largest I/O, in pages */
 
 FIXTURE(race)

@@ -295,7 +295,8 @@ TEST_F_TIMEOUT(teardown, unload_reload, HMM_FOLIO_TIMEOUT(120))
  * One thread migrates and reads the range back, the other releases, each on
  * its own CPU; a thread that makes no progress for RR_STALL_MS fails it.
  */
-#define RR_MS		3000	/* how long the race runs */
+/* How long the race runs (times HMM_FOLIO_TIMEOUT_SCALE: a slower kernel) */
+#define RR_MS		(3000 * hmm_folio_timeout_scale())
 #define RR_STALL_MS	10000	/* no round done for this long: stuck */
 #define RR_PAGES	256	/* small pages migrated per round */
 
