@@ -475,9 +475,11 @@ elif [ $repro = 1 ]; then
 else
 	log "building the tests"
 	tests_out=$outdir/tests
+	# --debug full: the tree's hmm-tests get 300 s per test, not 30.
 	run_logged "tests build" "$outdir/tests-build.log" \
 		make -C "$REPO/selftests/mm" KSRC="$ksrc" OUTPUT="$tests_out" \
-		KHDR_INCLUDES="-isystem $kbuild/usr/include" HMM_UAPI="$outdir/module" ||
+		KHDR_INCLUDES="-isystem $kbuild/usr/include" HMM_UAPI="$outdir/module" \
+		$([ $debug = default ] || echo ANCHOR_TIMEOUT=300) ||
 		die_infra "building the tests failed (log: $outdir/tests-build.log)"
 	progs=$(make -s -C "$REPO/selftests/mm" KSRC="$ksrc" list)
 	for p in $progs; do cp "$tests_out/$p" "$root/tests/"; done
