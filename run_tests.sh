@@ -356,8 +356,9 @@ if [ -z "$kbuild" ]; then
 		# gcov for the files of coverage.files only: a hard-linked copy
 		# of the tree whose Makefiles say so (each replaced, never
 		# written through a link); it is the build's source from now on.
+		# Made once per tree: remove it to take up edits of a --ksrc.
 		gsrc=$cache/gcov-src/$kver-$key
-		if [ ! -f "$gsrc/.hmmfolio-gcov" ]; then
+		if [ "$(cat "$gsrc/.hmmfolio-gcov" 2>/dev/null)" != "$ksrc" ]; then
 			log "coverage: hard-linked copy of $ksrc in $gsrc"
 			rm -rf "$gsrc"
 			mkdir -p "$(dirname "$gsrc")"
@@ -370,7 +371,7 @@ if [ -z "$kbuild" ]; then
 				{ cat "$mf"; echo "GCOV_PROFILE_$(basename "$f" .c).o := y"; } >"$mf.new" &&
 					mv -f "$mf.new" "$mf" || die_infra "cannot write $mf"
 			done
-			touch "$gsrc/.hmmfolio-gcov"
+			echo "$ksrc" >"$gsrc/.hmmfolio-gcov"
 		fi
 		ksrc=$gsrc
 	fi
