@@ -285,10 +285,15 @@ for prog in $progs; do
 		# A harness program runs the matching tests (-r each); one
 		# that is a single test (list_tests names it after itself)
 		# runs whole if its name matches.
-		# GLOB may be several, comma separated: a test matching any.
+		# GLOB may be several, comma separated: a test matching any
+		# (split with pathname expansion off: they are no file names).
+		set -f
+		globs=$(echo "$filter" | tr , ' ')
+		set +f
 		matched=
 		for t in $(list_tests ./$prog); do
-			for g in $(echo "$filter" | tr , ' '); do
+			set -f
+			for g in $globs; do
 				case $t in
 				$g)
 					matched=1
@@ -296,6 +301,7 @@ for prog in $progs; do
 					break ;;
 				esac
 			done
+			set +f
 		done
 		if [ -z "$matched" ]; then
 			out "ok $n selftests: mm: $prog # SKIP no test matches $filter"
