@@ -137,22 +137,37 @@ static void fill(char *p, unsigned long npages, uint64_t seed)
 			((uint64_t *)(p + i * psz))[w] = seed ^ (i << 20 | w);
 }
 
-/* A THP on the device, freed there; returns its device page offset. */
-static uint64_t free_device_thp(size_t size, struct hmm_dmirror_devpfn *pfns)
+/*
+ * @npages pages of a new @size-aligned range with @advice (MADV_HUGEPAGE or
+ * MADV_NOHUGEPAGE), filled with the tags of @seed, migrated to the device;
+ * their device offsets and orders into @pfns. Returns the range.
+ */
+static char *to_device(size_t size, unsigned long npages, int advice,
+		       uint64_t seed, struct hmm_dmirror_devpfn *pfns)
 {
-	unsigned long npages = size / psz;
 	struct hmm_dmirror_cmd cmd;
 	char *p = map_aligned(size);
 	void *buf = malloc(size);
 
 	if (!buf)
 		fail("malloc");
-	if (madvise(p, size, MADV_HUGEPAGE))
-		fail("madvise(MADV_HUGEPAGE)");
-	fill(p, npages, 1);
+	if (madvise(p, size, advice))
+		fail(advice == MADV_HUGEPAGE ? "madvise(MADV_HUGEPAGE)" :
+		     "madvise(MADV_NOHUGEPAGE)");
+	fill(p, npages, seed);
 	if (dmirror(HMM_DMIRROR_MIGRATE_TO_DEV, p, buf, npages, &cmd))
-		fail("HMM_DMIRROR_MIGRATE_TO_DEV of the THP");
+		fail("HMM_DMIRROR_MIGRATE_TO_DEV");
 	devpfn(p, npages, pfns);
+	free(buf);
+	return p;
+}
+
+/* A THP on the device, freed there; returns its device page offset. */
+static uint64_t free_device_thp(size_t size, struct hmm_dmirror_devpfn *pfns)
+{
+	unsigned long npages = size / psz;
+	char *p = to_device(size, npages, MADV_HUGEPAGE, 1, pfns);
+
 	if (pfns[0].offset == HMM_DMIRROR_DEVPFN_NONE ||
 	    (1UL << pfns[0].order) != npages) {
 		printf("# the THP is not one device folio of %lu pages (order %u)\n",
@@ -161,7 +176,6 @@ static uint64_t free_device_thp(size_t size, struct hmm_dmirror_devpfn *pfns)
 	}
 	if (munmap(p, size))
 		fail("munmap of the device THP");
-	free(buf);
 	printf("# a device THP at device page offset %#llx, freed (munmap)\n",
 	       (unsigned long long)pfns[0].offset);
 	return pfns[0].offset;
@@ -176,7 +190,7 @@ int main(void)
 	unsigned long npages, nsmall, i, left = 0;
 	unsigned char *snap;
 	uint64_t base;
-	char *q, *buf;
+	char *q;
 	int fd2;
 
 	printf("TAP version 13\n1..1\n");
@@ -200,20 +214,13 @@ int main(void)
 	policy_set = 1;
 	pfns = calloc(npages, sizeof(*pfns));
 	snap = malloc(npages);
-	buf = malloc(size);
-	if (!pfns || !snap || !buf)
+	if (!pfns || !snap)
 		fail("malloc");
 
 	base = free_device_thp(size, pfns);
 
 	/* Small folios from its end down: its first page stays free. */
-	q = map_aligned(size);
-	if (madvise(q, size, MADV_NOHUGEPAGE))
-		fail("madvise(MADV_NOHUGEPAGE)");
-	fill(q, nsmall, 2);
-	if (dmirror(HMM_DMIRROR_MIGRATE_TO_DEV, q, buf, nsmall, &cmd))
-		fail("HMM_DMIRROR_MIGRATE_TO_DEV of the small pages");
-	devpfn(q, nsmall, pfns);
+	q = to_device(size, nsmall, MADV_NOHUGEPAGE, 2, pfns);
 	for (i = 0; i < nsmall; i++)
 		if (pfns[i].order || pfns[i].offset <= base ||
 		    pfns[i].offset >= base + npages) {
