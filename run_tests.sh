@@ -632,7 +632,7 @@ if [ $coverage = 1 ]; then
 	echo
 	log "coverage report (selftests/runner/coverage.py)"
 	python3 "$RUNNER/coverage.py" report --dump "$outdir/gcov.dump" \
-		--files "$covfiles" --ksrc "$ksrc" --out "$outdir/coverage" ||
+		--files "$covfiles" --out "$outdir/coverage" ||
 		{ echo "run_tests.sh: error: no coverage report (above)" >&2
 		  [ $rc -ne 0 ] || rc=$EXIT_INFRA; }
 fi

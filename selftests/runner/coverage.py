@@ -3,7 +3,7 @@
 """Kernel coverage of a run (run_tests.sh --coverage), from the guest's gcov
 data to an lcov report, and two reports side by side.
 
-  coverage.py report --dump GCOV.DUMP --files COVERAGE.FILES --ksrc DIR --out DIR
+  coverage.py report --dump GCOV.DUMP --files COVERAGE.FILES --out DIR
   coverage.py compare DIR_A DIR_B [--names A,B]
 
 report: GCOV.DUMP is what the guest sent on ttyS2 ("=== PATH", base64,
@@ -100,7 +100,7 @@ def unpack_dump(dump, data):
     return out
 
 
-def gcov_json(gcda, log):
+def gcov_json(gcda):
     """gcov's JSON intermediate format of one .gcda (with branches)."""
     d = os.path.dirname(gcda)
     text = run(["gcov", "-b", "-j", "-t", "-o", d, gcda], cwd=d)
@@ -115,7 +115,7 @@ def gcov_json(gcda, log):
     return docs
 
 
-def source_of(path, ksrc, files):
+def source_of(path, files):
     """The COVERAGE.FILES name of a gcov source path, or None."""
     for f in files:
         if path == f or path.endswith("/" + f):
@@ -123,13 +123,13 @@ def source_of(path, ksrc, files):
     return None
 
 
-def analyse(gcdas, files, ksrc, log):
+def analyse(gcdas, files):
     funcs = {}
     dplines = []
     for gcda in gcdas:
-        for doc in gcov_json(gcda, log):
+        for doc in gcov_json(gcda):
             for rec in doc.get("files", []):
-                name = source_of(rec["file"], ksrc, files)
+                name = source_of(rec["file"], files)
                 if name is None:
                     continue
                 path = rec["file"]
@@ -198,7 +198,7 @@ def cmd_report(a):
     if not gcdas:
         raise Error(f"{a.dump} holds no .gcda file whose .gcno is on this host")
     ours = [g for g in gcdas
-            if source_of(g[len(data):-len(".gcda")] + ".c", a.ksrc, files)]
+            if source_of(g[len(data):-len(".gcda")] + ".c", files)]
     missing = [f for f in files
                if not any(g.endswith("/" + f[:-2] + ".gcda") for g in ours)]
     info_all = os.path.join(out, "all.info")
@@ -213,7 +213,7 @@ def cmd_report(a):
     listing = run(["lcov", "--list", info] + LCOV_RC, cwd=out)
     with open(os.path.join(out, "files.txt"), "w") as f:
         f.write(listing)
-    funcs, dplines = analyse(ours, files, a.ksrc, log)
+    funcs, dplines = analyse(ours, files)
     dev = {k: v for k, v in funcs.items() if v["device"]}
     with open(os.path.join(out, "functions.txt"), "w") as f:
         f.write("# Functions with device-private lines (gcov -b --json-format):\n"
@@ -307,7 +307,6 @@ def main(argv):
     r = sub.add_parser("report")
     r.add_argument("--dump", required=True)
     r.add_argument("--files", required=True)
-    r.add_argument("--ksrc", required=True)
     r.add_argument("--out", required=True)
     c = sub.add_parser("compare")
     c.add_argument("a")

@@ -287,9 +287,7 @@ for prog in $progs; do
 		# runs whole if its name matches.
 		# GLOB may be several, comma separated: a test matching any
 		# (split with pathname expansion off: they are no file names).
-		set -f
 		globs=$(echo "$filter" | tr , ' ')
-		set +f
 		matched=
 		for t in $(list_tests ./$prog); do
 			set -f

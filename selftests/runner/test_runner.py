@@ -565,7 +565,7 @@ class Coverage(unittest.TestCase):
         out = os.path.join(d, name, "coverage")
         return subprocess.run([sys.executable, os.path.join(HERE, "coverage.py"),
                                "report", "--dump", dump, "--files", files,
-                               "--ksrc", os.path.join(d, name, "src"), "--out", out],
+                               "--out", out],
                               capture_output=True, text=True), out
 
     @unittest.skipUnless(shutil.which("lcov") and shutil.which("gcov"),
@@ -606,7 +606,7 @@ class Coverage(unittest.TestCase):
                 f.write("mm/memremap.c\n")
             r = subprocess.run([sys.executable, os.path.join(HERE, "coverage.py"),
                                 "report", "--dump", dump, "--files", files,
-                                "--ksrc", d, "--out", os.path.join(d, "o")],
+                                "--out", os.path.join(d, "o")],
                                capture_output=True, text=True)
             self.assertEqual(r.returncode, 3)
             self.assertIn("no gcov data from the guest", r.stderr)
