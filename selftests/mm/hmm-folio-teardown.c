@@ -495,4 +495,201 @@ TEST_F_TIMEOUT(release_race, migrate_to_dev, HMM_FOLIO_TIMEOUT(60))
 	HMM_FOLIO_STEP_DONE("after the race");
 }
 
+/*
+ * Known kernel bugs that spoil the rest of a run are run only when asked
+ * (HMM_FOLIO_CRASHERS=1; run_tests.sh --crashers) and SKIP otherwise,
+ * naming the bug. Both here are met by an eviction of device memory by PFN
+ * (migrate_device_range(), as test_hmm does when one of its files is
+ * closed) while the owner munmaps a device THP: each round moves a large
+ * range (what the eviction spends its time copying) and a THP of its own
+ * VMA to the device, closes a second file of the device and, from another
+ * thread, munmaps the THP a swept delay later; the munmap must land inside
+ * the eviction in some rounds, and the large range must come back to system
+ * memory intact in all of them. The variant says when the munmap lands.
+ *
+ * migrate_device_finalize_anon_vma: early, before try_to_migrate() reaches
+ * the THP. __migrate_device_finalize() then walks folio->mapping's
+ * anon_vma, which the munmap freed: the eviction holds neither a reference
+ * on it nor any mmap_lock. A use-after-free that only KASAN (with
+ * SLUB_RCU_DEBUG: anon_vmas are SLAB_TYPESAFE_BY_RCU) sees; its report turns
+ * lockdep off for the rest of the boot.
+ *
+ * zap_huge_pmd_migration_entry: late, after try_to_migrate() made the THP's
+ * PMD a migration entry. zap_huge_pmd_folio() takes it for a device-private
+ * PMD (it tests the folio, not the entry): it removes the rmap again and
+ * drops the eviction's reference, and the folio is freed while the eviction
+ * holds it locked and copies it (a DEBUG_VM kernel oopses or hits a
+ * VM_BUG_ON; the test is left stuck in the kernel).
+ */
+#define EV_BULK		(32UL << 20)	/* bytes the eviction copies */
+#define EV_ROUNDS	12
+#define EV_NDELAYS	4
+
+FIXTURE(crashers)
+{
+	struct hmm_folio_kmsg kmsg;
+	int fd;
+};
+
+FIXTURE_VARIANT(crashers)
+{
+	/* When the munmap starts, in thousandths of the last eviction. */
+	unsigned int permille[EV_NDELAYS];
+	bool need_kasan;	/* the bug shows only under KASAN */
+	const char *bug;	/* selftests/fixes/known-bugs */
+	const char *symptom;	/* for the log: what the bug looks like */
+};
+
+FIXTURE_VARIANT_ADD(crashers, migrate_device_finalize_anon_vma) {
+	.permille = { 10, 20, 35, 50 },
+	.need_kasan = true,
+	.bug = "migrate_device_finalize_anon_vma",
+	.symptom = "KASAN: slab-use-after-free in rmap_walk_anon(), from finalize",
+};
+
+FIXTURE_VARIANT_ADD(crashers, zap_huge_pmd_migration_entry) {
+	.permille = { 300, 400, 500, 600 },
+	.bug = "zap_huge_pmd_migration_entry",
+	.symptom = "the evicted folio freed under the eviction by the munmap's zap_huge_pmd()",
+};
+
+FIXTURE_SETUP(crashers)
+{
+	const char *why = NULL, *e = getenv("HMM_FOLIO_CRASHERS");
+
+	if ((!e || strcmp(e, "1")) && variant->need_kasan)
+		SKIP(return,
+		     "known kernel bug whose KASAN report turns lockdep off for the rest of the run (see the source); HMM_FOLIO_CRASHERS=1 runs it");
+	if (!e || strcmp(e, "1"))
+		SKIP(return,
+		     "known kernel bug that crashes DEBUG_VM kernels (see the source); HMM_FOLIO_CRASHERS=1 runs it");
+	if (variant->need_kasan &&
+	    (hmm_folio_config_has("CONFIG_KASAN") != 1 ||
+	     hmm_folio_config_has("CONFIG_SLUB_RCU_DEBUG") != 1))
+		SKIP(return,
+		     "the kernel lacks CONFIG_KASAN or CONFIG_SLUB_RCU_DEBUG (or no config to read): it cannot see this use-after-free");
+	HMM_FOLIO_REQUIRE(hmm_folio_fixture_open(&self->kmsg, &self->fd,
+						 HMM_FOLIO_NEED_THP, &why), why);
+}
+
+FIXTURE_TEARDOWN(crashers)
+{
+	HMM_FOLIO_FAIL_ON_SPLATS(hmm_folio_fixture_close(&self->kmsg,
+							 &self->fd));
+}
+
+/*
+ * @len bytes, @align aligned, in a PROT_NONE reservation of their own
+ * (*@res, *@res_len): the guard pages keep the range a VMA that neither
+ * merges with another one nor takes over its anon_vma when first faulted,
+ * so that its munmap frees its anon_vma. MADV_HUGEPAGE, tagged with @gen.
+ */
+static char *ev_map(size_t align, size_t len, unsigned int gen, char **res,
+		    size_t *res_len)
+{
+	char *p, *a;
+
+	*res_len = len + 2 * align;
+	p = mmap(NULL, *res_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	a = (char *)(((uintptr_t)p + psize() + align - 1) & ~(align - 1));
+	if (mprotect(a, len, PROT_READ | PROT_WRITE) ||
+	    madvise(a, len, MADV_HUGEPAGE)) {
+		munmap(p, *res_len);
+		return NULL;
+	}
+	*res = p;
+	hmm_folio_fill(a, len, (uintptr_t)a, gen);
+	return a;
+}
+
+struct ev_unmapper {
+	char *p;
+	size_t len;
+	useconds_t delay;
+	unsigned long start_us, done_us;	/* its munmap */
+	int err;
+};
+
+static unsigned long ev_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000UL + ts.tv_nsec / 1000;
+}
+
+static void *ev_unmap(void *arg)
+{
+	struct ev_unmapper *u = arg;
+
+	usleep(u->delay);
+	u->start_us = ev_us();
+	u->err = munmap(u->p, u->len) ? errno : 0;
+	u->done_us = ev_us();
+	return NULL;
+}
+
+TEST_F_TIMEOUT(crashers, owner_unmaps_during_eviction, HMM_FOLIO_TIMEOUT(120))
+{
+	size_t thp = read_pmd_pagesize();
+	unsigned long evict_us = 50000, windows = 0, r;
+	void *mirror = malloc(EV_BULK);
+	char step[96];
+
+	ASSERT_NE(mirror, NULL);
+	for (r = 0; r < EV_ROUNDS; r++) {
+		unsigned int gb = 2 * r + 1, gv = 2 * r + 2;
+		struct ev_unmapper u = { .len = thp };
+		unsigned long t0, t1;
+		char *bulk, *bres, *vres;
+		size_t bres_len, vres_len;
+		pthread_t t;
+		int fd2;
+
+		bulk = ev_map(thp, EV_BULK, gb, &bres, &bres_len);
+		ASSERT_NE(bulk, NULL);
+		u.p = ev_map(thp, thp, gv, &vres, &vres_len);
+		ASSERT_NE(u.p, NULL);
+		ASSERT_EQ(hmm_folio_to_device(self->fd, bulk, EV_BULK, mirror,
+					      gb, 0), 0);
+		ASSERT_EQ(hmm_folio_to_device(self->fd, u.p, thp, mirror, gv,
+					      HMM_FOLIO_PROT_DEV_PMD), 0);
+		u.delay = evict_us * variant->permille[r % EV_NDELAYS] / 1000;
+		fd2 = open("/dev/hmm_dmirror0", O_RDWR);
+		ASSERT_GE(fd2, 0);
+		ASSERT_EQ(pthread_create(&t, NULL, ev_unmap, &u), 0);
+		/* Closing a file of the device evicts all device memory. */
+		t0 = ev_us();
+		ASSERT_EQ(close(fd2), 0);
+		t1 = ev_us();
+		pthread_join(t, NULL);
+		ASSERT_EQ(u.err, 0) TH_LOG("munmap: %s", strerror(u.err));
+		windows += u.start_us > t0 && u.done_us < t1;
+		if (!r || r % EV_NDELAYS == EV_NDELAYS - 1)
+			evict_us = t1 - t0;
+		snprintf(step, sizeof(step),
+			 "round %lu: eviction of %lu ms, the THP unmapped at %+ld ms",
+			 r, (t1 - t0) / 1000, ((long)u.done_us - (long)t0) / 1000);
+		ASSERT_EQ(hmm_folio_step_check(step), 0)
+			TH_LOG("the kernel logged a splat during %s (known bug %s if it is %s)",
+			       step, variant->bug, variant->symptom);
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, bulk,
+						    EV_BULK / psize(),
+						    HMM_FOLIO_SNAP_SYSTEM,
+						    "after the eviction"), 0);
+		ASSERT_EQ(hmm_folio_check_tags(bulk, EV_BULK, (uintptr_t)bulk,
+					       gb, "after the eviction"), 0);
+		ASSERT_EQ(munmap(bres, bres_len), 0);
+		ASSERT_EQ(munmap(vres, vres_len), 0);
+	}
+	free(mirror);
+	TH_LOG("%lu rounds, %lu with the munmap done inside the eviction",
+	       r, windows);
+	/* The race was run: the munmap fell inside some evictions. */
+	ASSERT_GT(windows, 0);
+	HMM_FOLIO_STEP_DONE("evictions racing the owner's munmap");
+}
+
 TEST_HARNESS_MAIN

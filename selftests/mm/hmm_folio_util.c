@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 
 #include "vm_util.h"
@@ -878,4 +879,32 @@ unsigned int hmm_folio_timeout_scale(void)
 			scale = v;
 	}
 	return scale;
+}
+
+int hmm_folio_config_has(const char *opt)
+{
+	char path[128], line[256], want[96];
+	struct utsname u;
+	bool piped = false;
+	FILE *f = NULL;
+	int found = 0;
+
+	if (!uname(&u)) {
+		snprintf(path, sizeof(path), "/boot/config-%s", u.release);
+		f = fopen(path, "r");
+	}
+	if (!f && !access("/proc/config.gz", R_OK)) {
+		f = popen("zcat /proc/config.gz 2>/dev/null", "r");
+		piped = true;
+	}
+	if (!f)
+		return -1;
+	snprintf(want, sizeof(want), "%s=y\n", opt);
+	while (fgets(line, sizeof(line), f))
+		found |= !strcmp(line, want);
+	if (piped)
+		pclose(f);
+	else
+		fclose(f);
+	return found;
 }

@@ -306,6 +306,13 @@ bool hmm_folio_page_is(const void *page, uintptr_t addr, unsigned int gen);
 #define HMM_FOLIO_TIMEOUT(sec)	((sec) * hmm_folio_timeout_scale())
 unsigned int hmm_folio_timeout_scale(void);
 
+/*
+ * Whether the running kernel's config sets @opt ("CONFIG_KASAN") to y: 1 or
+ * 0, or -1 when there is none to read (/boot/config-RELEASE, which the
+ * runner's guest has, or /proc/config.gz).
+ */
+int hmm_folio_config_has(const char *opt);
+
 /* Returns the splat pattern @line matches, or NULL. */
 const char *hmm_folio_splat(const char *line);
 

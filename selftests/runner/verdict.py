@@ -201,7 +201,9 @@ KNOWN_BUG_RE = re.compile(r"^XFAIL\s+known bug (\S+): (.+)$")
 # declares its id (run_tests.sh does, from its own options and its build);
 # any other SKIP of a test is a FAIL that names the test and its reason.
 SKIP_REASONS = {
-    "crashers": ("known kernel bug that crashes DEBUG_VM kernels",),
+    "crashers": ("known kernel bug that crashes DEBUG_VM kernels",
+                 "known kernel bug whose KASAN report turns lockdep off"),
+    "no-kasan": ("the kernel lacks CONFIG_KASAN",),
     "filter": ("no test matches ",),
     "fail-fast": ("fail-fast: an earlier program failed",),
     "one-node": ("NUMA not available", "only one NUMA node"),
