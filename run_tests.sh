@@ -62,7 +62,9 @@ Tests:
   --seed N             seed of hmm-folio-stress (default: random, printed)
   --duration SEC       how long hmm-folio-stress runs (default 60)
   --crashers           also run the tests of known kernel bugs that crash a
-                       DEBUG_VM kernel (crashers.*; they SKIP otherwise)
+                       DEBUG_VM kernel or spoil the rest of its run (a KASAN
+                       report turns lockdep off): crashers.*; they SKIP
+                       otherwise
   --fail-fast          stop at the first test program that fails (the rest
                        SKIP): enough for a FAIL verdict, as make prove wants
                        on a mutant kernel whose tests hang
