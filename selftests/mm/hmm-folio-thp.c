@@ -190,6 +190,39 @@ SPLIT_VARIANT(mprotect_clean, SPLIT_MPROTECT, false);
 SPLIT_VARIANT(migrate_one_dirty, SPLIT_MIGRATE_ONE, true);
 SPLIT_VARIANT(migrate_one_clean, SPLIT_MIGRATE_ONE, false);
 
+/*
+ * What the soft-dirty fixtures (split, mremap_sd) open beside the device:
+ * pagemap and a PMD-sized mirror buffer. A probe, as HMM_FOLIO_REQUIRE()
+ * takes it; sd_close() returns the splats of the fixture.
+ */
+static int sd_open(int *pagemap, size_t *size, unsigned long *npages,
+		   void **mirror, const char **why)
+{
+	if (!softdirty_supported()) {
+		*why = "no soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY)";
+		return HMM_FOLIO_SKIP;
+	}
+	*why = "/proc/self/pagemap or the mirror buffer";
+	*pagemap = open("/proc/self/pagemap", O_RDONLY);
+	if (*pagemap < 0)
+		return -errno;
+	*size = read_pmd_pagesize();
+	*npages = *size / psize();
+	*mirror = malloc(*size);
+	return *mirror ? 0 : -ENOMEM;
+}
+
+static int sd_close(struct hmm_folio_kmsg *kmsg, int *fd, int pagemap,
+		    void *mirror)
+{
+	int splats = hmm_folio_fixture_close(kmsg, fd);
+
+	if (pagemap >= 0)
+		close(pagemap);
+	free(mirror);
+	return splats;
+}
+
 FIXTURE_SETUP(split)
 {
 	const char *why = NULL;
@@ -198,24 +231,14 @@ FIXTURE_SETUP(split)
 	self->pagemap = -1;
 	HMM_FOLIO_REQUIRE(hmm_folio_fixture_open(&self->kmsg, &self->fd,
 						 HMM_FOLIO_NEED_THP, &why), why);
-	if (!softdirty_supported())
-		SKIP(return, "no soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY)");
-	self->pagemap = open("/proc/self/pagemap", O_RDONLY);
-	ASSERT_GE(self->pagemap, 0);
-	self->size = read_pmd_pagesize();
-	self->npages = self->size / psize();
-	self->mirror = malloc(self->size);
-	ASSERT_NE(self->mirror, NULL);
+	HMM_FOLIO_REQUIRE(sd_open(&self->pagemap, &self->size, &self->npages,
+				  &self->mirror, &why), why);
 }
 
 FIXTURE_TEARDOWN(split)
 {
-	int splats = hmm_folio_fixture_close(&self->kmsg, &self->fd);
-
-	if (self->pagemap >= 0)
-		close(self->pagemap);
-	free(self->mirror);
-	HMM_FOLIO_FAIL_ON_SPLATS(splats);
+	HMM_FOLIO_FAIL_ON_SPLATS(sd_close(&self->kmsg, &self->fd,
+					  self->pagemap, self->mirror));
 }
 
 /* Pages of [p, +npages) whose pagemap soft-dirty bit is not @want. */
@@ -334,6 +357,120 @@ TEST_F_TIMEOUT(split, soft_dirty, HMM_FOLIO_TIMEOUT(60))
 					    "after fault-back"), 0);
 	ASSERT_EQ(munmap(p, variant->how == SPLIT_MUNMAP ? hsize : self->size),
 		  0);
+}
+
+/*
+ * mremap() of a range whose soft-dirty state was cleared: every entry it
+ * moves must come out soft-dirty (mremap marks moved entries, so that a
+ * tracker sees the range as new at its new address), be it a present THP,
+ * device-private PTEs or a device-private PMD, and stay so after the range
+ * comes back to system memory. The target is a VMA between PROT_NONE
+ * guards, so that no merge with a neighbour's VM_SOFTDIRTY can hide it; for
+ * small pages it is one page off PMD alignment, so that mremap moves the
+ * entries one by one (move_ptes()) and not their whole page table
+ * (move_normal_pmd(), which marks nothing).
+ *
+ * mremap_device_pmd_soft_dirty (selftests/fixes/known-bugs):
+ * move_soft_dirty_pmd() (mm/huge_memory.c) marks migration entries and
+ * present PMDs only: a moved device-private PMD stays clean.
+ */
+FIXTURE(mremap_sd)
+{
+	struct hmm_folio_kmsg kmsg;
+	int fd;
+	int pagemap;
+	size_t size;
+	unsigned long npages;
+	void *mirror;
+};
+
+FIXTURE_VARIANT(mremap_sd)
+{
+	bool device;	/* moved to the device before the mremap */
+	bool thp;	/* a PMD-sized THP, else small pages */
+};
+
+FIXTURE_VARIANT_ADD(mremap_sd, device_pmd) { .device = true, .thp = true };
+FIXTURE_VARIANT_ADD(mremap_sd, device_pte) { .device = true, .thp = false };
+FIXTURE_VARIANT_ADD(mremap_sd, system_thp) { .device = false, .thp = true };
+
+FIXTURE_SETUP(mremap_sd)
+{
+	const char *why = NULL;
+
+	self->mirror = NULL;
+	self->pagemap = -1;
+	HMM_FOLIO_REQUIRE(hmm_folio_fixture_open(&self->kmsg, &self->fd,
+						 HMM_FOLIO_NEED_THP, &why), why);
+	HMM_FOLIO_REQUIRE(sd_open(&self->pagemap, &self->size, &self->npages,
+				  &self->mirror, &why), why);
+}
+
+FIXTURE_TEARDOWN(mremap_sd)
+{
+	HMM_FOLIO_FAIL_ON_SPLATS(sd_close(&self->kmsg, &self->fd,
+					  self->pagemap, self->mirror));
+}
+
+TEST_F_TIMEOUT(mremap_sd, moved_range_is_soft_dirty, HMM_FOLIO_TIMEOUT(60))
+{
+	size_t gsize = self->size + 2 * self->size;
+	unsigned long clean;
+	struct hmm_dmirror_cmd cmd;
+	char *p, *g, *t, *q;
+
+	p = HMM_FOLIO_NEW_RANGE(self->size, variant->thp, 1);
+	/* The target: an aligned VMA between PROT_NONE guards. */
+	g = mmap(NULL, gsize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(g, MAP_FAILED);
+	t = (char *)(((uintptr_t)g + psize() + self->size - 1) &
+		     ~(self->size - 1));
+	if (!variant->thp)
+		t += psize();
+	ASSERT_EQ(mprotect(t, self->size, PROT_READ | PROT_WRITE), 0);
+	clear_softdirty();
+	ASSERT_EQ(softdirty_wrong(self->pagemap, p, self->npages, false,
+				  "after clear_refs"), 0);
+	if (variant->device) {
+		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, p,
+					self->mirror, self->npages, &cmd), 0);
+		ASSERT_EQ(cmd.cpages, self->npages);
+		/* clear_refs write-protected the range. */
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, self->npages,
+						    variant->thp ?
+						    HMM_FOLIO_PROT_DEV_PMD_RO :
+						    HMM_FOLIO_PROT_DEV_PTE_RO,
+						    "after MIGRATE_TO_DEV"), 0);
+		ASSERT_EQ(softdirty_wrong(self->pagemap, p, self->npages, false,
+					  "on the device"), 0);
+	}
+	q = mremap(p, self->size, self->size, MREMAP_MAYMOVE | MREMAP_FIXED, t);
+	ASSERT_EQ(q, t);
+	HMM_FOLIO_STEP_DONE("mremap");
+	if (variant->device)
+		ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, q, self->npages,
+						    variant->thp ?
+						    HMM_FOLIO_PROT_DEV_PMD_RO :
+						    HMM_FOLIO_PROT_DEV_PTE_RO,
+						    "after mremap"), 0);
+	clean = softdirty_wrong(self->pagemap, q, self->npages, true,
+				"after mremap");
+	if (variant->device && variant->thp && clean == self->npages)
+		HMM_FOLIO_XFAIL_KNOWN("mremap_device_pmd_soft_dirty",
+				      "a device THP moved by mremap() is not soft-dirty: %lu of %lu pages clean",
+				      clean, self->npages);
+	ASSERT_EQ(clean, 0);
+
+	/* Back in system memory: the data, and still soft-dirty. */
+	ASSERT_EQ(hmm_folio_check_tags(q, self->size, (uintptr_t)p, 1,
+				       "CPU view after the move"), 0);
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, q, self->npages,
+					    HMM_FOLIO_SNAP_SYSTEM,
+					    "after fault-back"), 0);
+	ASSERT_EQ(softdirty_wrong(self->pagemap, q, self->npages, true,
+				  "after fault-back"), 0);
+	HMM_FOLIO_STEP_DONE("fault-back of the moved range");
+	ASSERT_EQ(munmap(g, gsize), 0);
 }
 
 /*

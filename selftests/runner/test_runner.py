@@ -431,7 +431,7 @@ class Sources(unittest.TestCase):
             path = os.path.join(fixes, series)
             with open(path) as f:
                 names = [l.strip() for l in f if l.strip() and l[0] != "#"]
-            self.assertEqual(len(names), 5, series)
+            self.assertEqual(len(names), 6, series)
             for name in names:
                 with self.subTest(patch=name):
                     with open(os.path.join(os.path.dirname(path), name)) as f:
