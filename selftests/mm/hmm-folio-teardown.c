@@ -424,12 +424,18 @@ static void *rr_releaser(void *arg)
 	return NULL;
 }
 
-static unsigned long rr_ms(void)
+/* CLOCK_MONOTONIC in microseconds: the race rows' clock. */
+static unsigned long mono_us(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return ts.tv_sec * 1000000UL + ts.tv_nsec / 1000;
+}
+
+static unsigned long rr_ms(void)
+{
+	return mono_us() / 1000;
 }
 
 TEST_F_TIMEOUT(release_race, migrate_to_dev, HMM_FOLIO_TIMEOUT(60))
@@ -612,22 +618,14 @@ struct ev_unmapper {
 	int err;
 };
 
-static unsigned long ev_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000UL + ts.tv_nsec / 1000;
-}
-
 static void *ev_unmap(void *arg)
 {
 	struct ev_unmapper *u = arg;
 
 	usleep(u->delay);
-	u->start_us = ev_us();
+	u->start_us = mono_us();
 	u->err = munmap(u->p, u->len) ? errno : 0;
-	u->done_us = ev_us();
+	u->done_us = mono_us();
 	return NULL;
 }
 
@@ -661,9 +659,9 @@ TEST_F_TIMEOUT(crashers, owner_unmaps_during_eviction, HMM_FOLIO_TIMEOUT(120))
 		ASSERT_GE(fd2, 0);
 		ASSERT_EQ(pthread_create(&t, NULL, ev_unmap, &u), 0);
 		/* Closing a file of the device evicts all device memory. */
-		t0 = ev_us();
+		t0 = mono_us();
 		ASSERT_EQ(close(fd2), 0);
-		t1 = ev_us();
+		t1 = mono_us();
 		pthread_join(t, NULL);
 		ASSERT_EQ(u.err, 0) TH_LOG("munmap: %s", strerror(u.err));
 		windows += u.start_us > t0 && u.done_us < t1;
