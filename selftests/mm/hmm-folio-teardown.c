@@ -341,17 +341,6 @@ FIXTURE_TEARDOWN(release_race)
 	HMM_FOLIO_FAIL_ON_SPLATS(splats);
 }
 
-static void rr_pin(int cpu)
-{
-	cpu_set_t set;
-
-	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
-		return;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
-
 static bool rr_stopped(FIXTURE_DATA(release_race) *self)
 {
 	return __atomic_load_n(&self->stop, __ATOMIC_ACQUIRE);
@@ -374,7 +363,7 @@ static void *rr_migrator(void *arg)
 	unsigned long bad;
 	int ret;
 
-	rr_pin(0);
+	hmm_folio_pin_cpu(0);
 	while (!rr_stopped(self)) {
 		ret = hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV, self->p,
 				    self->mirror, RR_PAGES, &cmd);
@@ -408,7 +397,7 @@ static void *rr_releaser(void *arg)
 	FIXTURE_DATA(release_race) *self = arg;
 	int ret;
 
-	rr_pin(1);
+	hmm_folio_pin_cpu(1);
 	while (!rr_stopped(self)) {
 		/* A range is only checked for sanity: the device goes. */
 		ret = hmm_folio_cmd(self->fd, HMM_DMIRROR_RELEASE, self->p, NULL,
@@ -424,57 +413,27 @@ static void *rr_releaser(void *arg)
 	return NULL;
 }
 
-/* CLOCK_MONOTONIC in microseconds: the race rows' clock. */
-static unsigned long mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000UL + ts.tv_nsec / 1000;
-}
-
-static unsigned long rr_ms(void)
-{
-	return mono_us() / 1000;
-}
-
 TEST_F_TIMEOUT(release_race, migrate_to_dev, HMM_FOLIO_TIMEOUT(60))
 {
-	unsigned long start = rr_ms(), last_m = 0, last_r = 0, t_m, t_r, now;
-	unsigned long m, r;
+	unsigned long *const rounds[2][2] = {
+		{ &self->migrations, &self->partial },
+		{ &self->releases, &self->refused },
+	};
 	struct hmm_dmirror_alloc_stats st;
+	unsigned long ms;
 	pthread_t tm, tr;
+	int stuck;
 
-	t_m = start;
-	t_r = start;
 	ASSERT_EQ(pthread_create(&tm, NULL, rr_migrator, self), 0);
 	ASSERT_EQ(pthread_create(&tr, NULL, rr_releaser, self), 0);
-	for (;;) {
-		usleep(50000);
-		now = rr_ms();
-		m = __atomic_load_n(&self->migrations, __ATOMIC_RELAXED) +
-		    __atomic_load_n(&self->partial, __ATOMIC_RELAXED);
-		r = __atomic_load_n(&self->releases, __ATOMIC_RELAXED) +
-		    __atomic_load_n(&self->refused, __ATOMIC_RELAXED);
-		if (m != last_m)
-			t_m = now;
-		if (r != last_r)
-			t_r = now;
-		last_m = m;
-		last_r = r;
-		/* Stopped, and both threads out of the kernel: joinable. */
-		if (__atomic_load_n(&self->exited, __ATOMIC_ACQUIRE) == 2)
-			break;
-		/* Both stuck in the kernel cannot be joined: fail, leave them. */
-		ASSERT_LT(now - t_m, RR_STALL_MS * hmm_folio_timeout_scale())
-			TH_LOG("the migrating thread is stuck (%lu rounds, releases %lu)",
-			       m, r);
-		ASSERT_LT(now - t_r, RR_STALL_MS * hmm_folio_timeout_scale())
-			TH_LOG("the releasing thread is stuck (%lu releases, migrations %lu)",
-			       r, m);
-		if (now - start >= RR_MS)
-			__atomic_store_n(&self->stop, true, __ATOMIC_RELEASE);
-	}
+	ms = hmm_folio_race_watch(&self->stop, &self->exited, rounds, RR_MS,
+				  RR_STALL_MS * hmm_folio_timeout_scale(), &stuck);
+	/* Both stuck in the kernel cannot be joined: fail, leave them. */
+	ASSERT_NE(ms, 0)
+		TH_LOG("the %s thread is stuck (%lu migrations, %lu releases)",
+		       stuck ? "releasing" : "migrating",
+		       self->migrations + self->partial,
+		       self->releases + self->refused);
 	pthread_join(tm, NULL);
 	pthread_join(tr, NULL);
 	ASSERT_EQ(self->bad_what, NULL)
@@ -482,8 +441,8 @@ TEST_F_TIMEOUT(release_race, migrate_to_dev, HMM_FOLIO_TIMEOUT(60))
 		       self->bad_errno ? strerror(self->bad_errno) : "wrong data",
 		       self->bad_pages);
 	TH_LOG("%lu ms: %lu migrations (%lu partly evicted), %lu releases, %lu refused (%lu/s)",
-	       now - start, self->migrations, self->partial, self->releases,
-	       self->refused, self->refused * 1000 / (now - start + 1));
+	       ms, self->migrations, self->partial, self->releases,
+	       self->refused, self->refused * 1000 / ms);
 	/* Both sides ran: the race was run, not one side alone. */
 	ASSERT_GT(self->migrations + self->partial, 0);
 	ASSERT_GT(self->releases, 0);
@@ -623,9 +582,9 @@ static void *ev_unmap(void *arg)
 	struct ev_unmapper *u = arg;
 
 	usleep(u->delay);
-	u->start_us = mono_us();
+	u->start_us = hmm_folio_mono_us();
 	u->err = munmap(u->p, u->len) ? errno : 0;
-	u->done_us = mono_us();
+	u->done_us = hmm_folio_mono_us();
 	return NULL;
 }
 
@@ -659,9 +618,9 @@ TEST_F_TIMEOUT(crashers, owner_unmaps_during_eviction, HMM_FOLIO_TIMEOUT(120))
 		ASSERT_GE(fd2, 0);
 		ASSERT_EQ(pthread_create(&t, NULL, ev_unmap, &u), 0);
 		/* Closing a file of the device evicts all device memory. */
-		t0 = mono_us();
+		t0 = hmm_folio_mono_us();
 		ASSERT_EQ(close(fd2), 0);
-		t1 = mono_us();
+		t1 = hmm_folio_mono_us();
 		pthread_join(t, NULL);
 		ASSERT_EQ(u.err, 0) TH_LOG("munmap: %s", strerror(u.err));
 		windows += u.start_us > t0 && u.done_us < t1;

@@ -4,10 +4,13 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -907,4 +910,56 @@ int hmm_folio_config_has(const char *opt)
 	else
 		fclose(f);
 	return found;
+}
+
+void hmm_folio_pin_cpu(int cpu)
+{
+	cpu_set_t set;
+
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+unsigned long hmm_folio_mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000UL + ts.tv_nsec / 1000;
+}
+
+unsigned long hmm_folio_race_watch(bool *stop, int *exited,
+				   unsigned long *const rounds[2][2],
+				   unsigned long ms, unsigned long stall_ms,
+				   int *stuck)
+{
+	unsigned long start = hmm_folio_mono_us() / 1000, now, n;
+	unsigned long last[2] = { 0, 0 }, moved[2] = { start, start };
+	int i;
+
+	for (;;) {
+		usleep(20000);
+		now = hmm_folio_mono_us() / 1000;
+		for (i = 0; i < 2; i++) {
+			n = __atomic_load_n(rounds[i][0], __ATOMIC_RELAXED) +
+			    __atomic_load_n(rounds[i][1], __ATOMIC_RELAXED);
+			if (n != last[i])
+				moved[i] = now;
+			last[i] = n;
+		}
+		/* Stopped, and both threads out of the kernel: joinable. */
+		if (__atomic_load_n(exited, __ATOMIC_ACQUIRE) == 2)
+			return now - start + 1;
+		for (i = 0; i < 2; i++) {
+			if (now - moved[i] >= stall_ms) {
+				*stuck = i;
+				return 0;
+			}
+		}
+		if (now - start >= ms)
+			__atomic_store_n(stop, true, __ATOMIC_RELEASE);
+	}
 }

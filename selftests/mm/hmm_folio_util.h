@@ -313,6 +313,27 @@ unsigned int hmm_folio_timeout_scale(void);
  */
 int hmm_folio_config_has(const char *opt);
 
+/*
+ * For the race tests: pin the calling thread to @cpu when there are two
+ * CPUs or more (each side of a race on its own vCPU), and CLOCK_MONOTONIC
+ * in microseconds.
+ */
+void hmm_folio_pin_cpu(int cpu);
+unsigned long hmm_folio_mono_us(void);
+
+/*
+ * The watch over a race of two threads that count their rounds in
+ * @rounds[0] and @rounds[1] (each a pair of counters, read __atomic) and
+ * add themselves to @exited (__atomic) when they return: after @ms it sets
+ * @stop (__atomic) and waits for both to exit. Returns the milliseconds
+ * it ran, or 0 when thread 0 or 1 (*@stuck) did no round for @stall_ms:
+ * a thread stuck in the kernel cannot be joined, the caller fails.
+ */
+unsigned long hmm_folio_race_watch(bool *stop, int *exited,
+				   unsigned long *const rounds[2][2],
+				   unsigned long ms, unsigned long stall_ms,
+				   int *stuck);
+
 /* Returns the splat pattern @line matches, or NULL. */
 const char *hmm_folio_splat(const char *line);
 
