@@ -61,6 +61,9 @@ Tests:
                        1800 with --debug full)
   --seed N             seed of hmm-folio-stress (default: random, printed)
   --duration SEC       how long hmm-folio-stress runs (default 60)
+  --race-ms MS         how long each race row of hmm-folio-race runs
+                       (default 2000): a soak of the page-table walker
+                       races, e.g. --race-ms 60000
   --crashers           also run the tests of known kernel bugs that crash a
                        DEBUG_VM kernel or spoil the rest of its run (a KASAN
                        report turns lockdep off): crashers.*; they SKIP
@@ -148,6 +151,7 @@ timeout=
 test_timeout=
 seed=
 duration=
+race_ms=
 crashers=0
 stock=0
 failfast=0
@@ -185,6 +189,7 @@ while [ $# -gt 0 ]; do
 	--test-timeout) need_arg "$@"; test_timeout=$2; shift 2 ;;
 	--seed) need_arg "$@"; seed=$2; shift 2 ;;
 	--duration) need_arg "$@"; duration=$2; shift 2 ;;
+	--race-ms) need_arg "$@"; race_ms=$2; shift 2 ;;
 	--crashers) crashers=1; shift ;;
 	--stock-module) stock=1; shift ;;
 	--fail-fast) failfast=1; shift ;;
@@ -210,6 +215,8 @@ is_num "$jobs" || die_usage "--jobs takes a number"
 	die_usage "--seed takes a number below 10^9"
 [ -z "$duration" ] || is_num "$duration" ||
 	die_usage "--duration takes a number of seconds"
+[ -z "$race_ms" ] || { is_num "$race_ms" && [ "${#race_ms}" -le 8 ]; } ||
+	die_usage "--race-ms takes a number of milliseconds below 10^8"
 # The stress test's seed: printed, so that any run can be repeated.
 [ -n "$seed" ] || seed=$(( (RANDOM << 15 | RANDOM) % 1000000000 ))
 is_num "$memory" && [ "$memory" -ge 512 ] || die_usage "--memory takes MB >= 512"
@@ -519,6 +526,7 @@ cmdline="$cmdline loglevel=7 hugepages=4 hmmfolio.filter=$filter"
 [ -z "$test_timeout" ] || cmdline="$cmdline hmmfolio.timeout=$test_timeout"
 cmdline="$cmdline hmmfolio.seed=$seed"
 [ -z "$duration" ] || cmdline="$cmdline hmmfolio.duration=$duration"
+[ -z "$race_ms" ] || cmdline="$cmdline hmmfolio.race_ms=$race_ms"
 [ "$crashers" = 0 ] || cmdline="$cmdline hmmfolio.crashers=1"
 [ "$failfast" = 0 ] || cmdline="$cmdline hmmfolio.failfast=1"
 [ -z "$inject" ] || cmdline="$cmdline hmmfolio.inject=$inject"

@@ -10,6 +10,7 @@
 #   hmmfolio.module=FILE      module to load (default /modules/test_hmm.ko)
 #   hmmfolio.seed=N           HMM_FOLIO_SEED for hmm-folio-stress
 #   hmmfolio.duration=SEC     HMM_FOLIO_DURATION for hmm-folio-stress
+#   hmmfolio.race_ms=MS       HMM_FOLIO_RACE_MS for hmm-folio-race
 #   hmmfolio.crashers=1       HMM_FOLIO_CRASHERS: run known kernel-crashing bugs
 #   hmmfolio.inject=KIND      after the first program: panic, oops, warn, hang
 #                             or oom (run_tests.sh --inject: runner self-check)
@@ -51,6 +52,7 @@ for arg in $(cat /proc/cmdline); do
 	hmmfolio.module=*) module=${arg#hmmfolio.module=} ;;
 	hmmfolio.seed=*) export HMM_FOLIO_SEED=${arg#hmmfolio.seed=} ;;
 	hmmfolio.duration=*) export HMM_FOLIO_DURATION=${arg#hmmfolio.duration=} ;;
+	hmmfolio.race_ms=*) export HMM_FOLIO_RACE_MS=${arg#hmmfolio.race_ms=} ;;
 	hmmfolio.crashers=1) export HMM_FOLIO_CRASHERS=1 ;;
 	hmmfolio.inject=*) inject=${arg#hmmfolio.inject=} ;;
 	hmmfolio.ksft=*) ksft=${arg#hmmfolio.ksft=} ;;

@@ -431,7 +431,7 @@ class Sources(unittest.TestCase):
             path = os.path.join(fixes, series)
             with open(path) as f:
                 names = [l.strip() for l in f if l.strip() and l[0] != "#"]
-            self.assertEqual(len(names), 6, series)
+            self.assertEqual(len(names), 7, series)
             for name in names:
                 with self.subTest(patch=name):
                     with open(os.path.join(os.path.dirname(path), name)) as f:
@@ -518,6 +518,8 @@ class Options(unittest.TestCase):
             (["--seed", "-1"], "--seed"),
             (["--seed", "12345678901"], "--seed"),
             (["--duration", "0"], "--duration"),
+            (["--race-ms", "soon"], "--race-ms"),
+            (["--race-ms", "123456789"], "--race-ms"),
             (["--inject", "fire"], "--inject"),
             (["--append"], "needs an argument"),
             (["--kselftest", "--filter", "thp.*"], "not with --kselftest"),

@@ -202,7 +202,8 @@ KNOWN_BUG_RE = re.compile(r"^XFAIL\s+known bug (\S+): (.+)$")
 # any other SKIP of a test is a FAIL that names the test and its reason.
 SKIP_REASONS = {
     "crashers": ("known kernel bug that crashes DEBUG_VM kernels",
-                 "known kernel bug whose KASAN report turns lockdep off"),
+                 "known kernel bug whose KASAN report turns lockdep off",
+                 "known kernel bug that spoils the rest of its run"),
     "no-kasan": ("the kernel lacks CONFIG_KASAN",),
     "filter": ("no test matches ",),
     "fail-fast": ("fail-fast: an earlier program failed",),
