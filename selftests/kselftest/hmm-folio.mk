@@ -8,7 +8,7 @@
 
 HMM_FOLIO_PROGS := $(addprefix $(OUTPUT)/,hmm-folio-thp hmm-folio-reuse \
 	hmm-folio-ioctl hmm-folio-pin hmm-folio-numa hmm-folio-twodev \
-	hmm-folio-fork hmm-folio-sizes hmm-folio-race \
+	hmm-folio-fork hmm-folio-sizes hmm-folio-perm hmm-folio-race \
 	hmm-folio-stress hmm-folio-teardown)
 
 TEST_GEN_FILES += $(HMM_FOLIO_PROGS)

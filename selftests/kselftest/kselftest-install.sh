@@ -28,7 +28,7 @@ MM=tools/testing/selftests/mm
 STATE=$MM/.hmm-folio.patch
 series=		# the lib/test_hmm series for the tree (check_tree)
 PROGS="hmm-folio-thp hmm-folio-reuse hmm-folio-ioctl hmm-folio-pin hmm-folio-numa
-	hmm-folio-twodev hmm-folio-fork hmm-folio-sizes hmm-folio-race
+	hmm-folio-twodev hmm-folio-fork hmm-folio-sizes hmm-folio-perm hmm-folio-race
 	hmm-folio-stress hmm-folio-teardown"
 # What goes into the tree's mm dir: the tests' sources (selftests/mm) and
 # the glue that builds and runs them there (this dir).

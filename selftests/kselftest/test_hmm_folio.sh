@@ -13,7 +13,7 @@
 ksft_skip=4
 here=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 progs="hmm-folio-thp hmm-folio-reuse hmm-folio-ioctl hmm-folio-pin hmm-folio-numa
-	hmm-folio-twodev hmm-folio-fork hmm-folio-sizes hmm-folio-race
+	hmm-folio-twodev hmm-folio-fork hmm-folio-sizes hmm-folio-perm hmm-folio-race
 	hmm-folio-stress hmm-folio-teardown"
 
 if [ "$(id -u)" -ne 0 ]; then

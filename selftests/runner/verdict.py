@@ -205,6 +205,8 @@ SKIP_REASONS = {
                  "known kernel bug whose KASAN report turns lockdep off",
                  "known kernel bug that spoils the rest of its run"),
     "no-kasan": ("the kernel lacks CONFIG_KASAN",),
+    # Never declared by run_tests.sh: its kernels have CONFIG_USERFAULTFD.
+    "no-userfaultfd": ("userfaultfd not available",),
     "filter": ("no test matches ",),
     "fail-fast": ("fail-fast: an earlier program failed",),
     "one-node": ("NUMA not available", "only one NUMA node"),
