@@ -71,6 +71,50 @@ enum race_walker {
 	W_DEVICE_READ,	/* HMM_DMIRROR_READ of a range through the mirror */
 };
 
+/*
+ * Which way the mover migrates, for the walkers to tell which migrations
+ * overlapped what they saw: a seqcount per direction (__atomic), odd while
+ * a migration to the device (to system memory) runs.
+ */
+struct race_seqs {
+	unsigned long dev, sys;
+};
+
+/* What a walker op saw of them: read before it, and what had run after. */
+struct race_seq {
+	unsigned long dev, sys;
+	bool to_dev, to_sys;
+};
+
+static void seq_begin(struct race_seqs *q, struct race_seq *s)
+{
+	s->dev = __atomic_load_n(&q->dev, __ATOMIC_ACQUIRE);
+	s->sys = __atomic_load_n(&q->sys, __ATOMIC_ACQUIRE);
+}
+
+static void seq_end(struct race_seqs *q, struct race_seq *s)
+{
+	unsigned long dev = __atomic_load_n(&q->dev, __ATOMIC_ACQUIRE);
+	unsigned long sys = __atomic_load_n(&q->sys, __ATOMIC_ACQUIRE);
+
+	s->to_dev = (s->dev & 1) || dev != s->dev;
+	s->to_sys = (s->sys & 1) || sys != s->sys;
+}
+
+/* A migration ioctl of @fd inside the seqcount of its direction. */
+static int seq_migrate(struct race_seqs *q, int fd, unsigned long req,
+		       char *addr, void *buf, unsigned long npages,
+		       struct hmm_dmirror_cmd *cmd)
+{
+	unsigned long *seq = req == HMM_DMIRROR_MIGRATE_TO_DEV ? &q->dev : &q->sys;
+	int ret;
+
+	__atomic_add_fetch(seq, 1, __ATOMIC_ACQ_REL);
+	ret = hmm_folio_cmd(fd, req, addr, buf, npages, cmd);
+	__atomic_add_fetch(seq, 1, __ATOMIC_ACQ_REL);
+	return ret;
+}
+
 FIXTURE(walk)
 {
 	struct hmm_folio_kmsg kmsg;
@@ -83,8 +127,7 @@ FIXTURE(walk)
 	void *wbuf;		/* the walker's */
 	unsigned int seed;
 	bool stop;		/* __atomic */
-	/* __atomic: odd while the mover migrates to the device, to system */
-	unsigned long dev_seq, sys_seq;
+	struct race_seqs seqs;	/* the mover's migrations */
 	/* __atomic: what each thread did */
 	unsigned long cycles, partial, collapsed, ops, refused, windows;
 	unsigned long sink;	/* what the CPU read faults read */
@@ -255,8 +298,7 @@ static char *range(FIXTURE_DATA(walk) *self, int r)
 }
 
 /*
- * One migration ioctl, inside the seqcount of its direction that the
- * walker reads. A migration
+ * One migration ioctl of the mover (seq_migrate()). A migration
  * to the device that did not take every page returns 1: its device copy
  * is not checked (ENOENT, or stale mirror entries for the pages left
  * behind). The range stays mapped throughout (MREMAP_DONTUNMAP, MAP_FIXED
@@ -265,14 +307,10 @@ static char *range(FIXTURE_DATA(walk) *self, int r)
 static int race_migrate(FIXTURE_DATA(walk) *self, unsigned long req,
 			char *addr, void *buf, unsigned long npages)
 {
-	unsigned long *seq = req == HMM_DMIRROR_MIGRATE_TO_DEV ?
-		&self->dev_seq : &self->sys_seq;
 	struct hmm_dmirror_cmd cmd = { 0 };
-	int ret;
+	int ret = seq_migrate(&self->seqs, self->fd, req, addr, buf, npages,
+			      &cmd);
 
-	__atomic_add_fetch(seq, 1, __ATOMIC_ACQ_REL);
-	ret = hmm_folio_cmd(self->fd, req, addr, buf, npages, &cmd);
-	__atomic_add_fetch(seq, 1, __ATOMIC_ACQ_REL);
 	/* ENOENT: a page was not moved (the walker held or dropped it). */
 	if (ret == -ENOENT || (!ret && cmd.cpages != npages))
 		return 1;
@@ -343,11 +381,11 @@ static void *race_mover(void *arg)
 		ret = 0;
 		switch (mode) {
 		case 1:		/* back by CPU read faults */
-			__atomic_add_fetch(&self->sys_seq, 1, __ATOMIC_ACQ_REL);
+			__atomic_add_fetch(&self->seqs.sys, 1, __ATOMIC_ACQ_REL);
 			for (i = 0, sum = 0; i < n; i++)
 				sum += p[i * ps];
 			__atomic_store_n(&self->sink, sum, __ATOMIC_RELAXED);
-			__atomic_add_fetch(&self->sys_seq, 1, __ATOMIC_ACQ_REL);
+			__atomic_add_fetch(&self->seqs.sys, 1, __ATOMIC_ACQ_REL);
 			break;
 		case 2:		/* one page back first: the device PMD splits */
 			k = rand_r(&seed) % n;
@@ -380,27 +418,6 @@ static void *race_mover(void *arg)
 	return NULL;
 }
 
-/* Which migrations overlapped a walker op. */
-struct race_seq {
-	unsigned long dev, sys;
-	bool to_dev, to_sys;
-};
-
-static void seq_begin(FIXTURE_DATA(walk) *self, struct race_seq *s)
-{
-	s->dev = __atomic_load_n(&self->dev_seq, __ATOMIC_ACQUIRE);
-	s->sys = __atomic_load_n(&self->sys_seq, __ATOMIC_ACQUIRE);
-}
-
-static void seq_end(FIXTURE_DATA(walk) *self, struct race_seq *s)
-{
-	unsigned long dev = __atomic_load_n(&self->dev_seq, __ATOMIC_ACQUIRE);
-	unsigned long sys = __atomic_load_n(&self->sys_seq, __ATOMIC_ACQUIRE);
-
-	s->to_dev = (s->dev & 1) || dev != s->dev;
-	s->to_sys = (s->sys & 1) || sys != s->sys;
-}
-
 /*
  * pagemap of range @r: a mapped page is present or swap-like, never none.
  * A THP migrating back from the device reads as a hole now and then on 7.2
@@ -422,9 +439,9 @@ static int walk_pagemap(FIXTURE_DATA(walk) *self, int r)
 
 	if (fd < 0)
 		return -errno;
-	seq_begin(self, &s);
+	seq_begin(&self->seqs, &s);
 	got = pread(fd, pm, len, off);
-	seq_end(self, &s);
+	seq_end(&self->seqs, &s);
 	close(fd);
 	if (got != (ssize_t)len)
 		return got < 0 ? -errno : -EIO;
@@ -626,9 +643,9 @@ static void *race_walker(void *arg)
 		r = rand_r(&seed) % RACE_RANGES;
 		if (a->v->frees)
 			pthread_rwlock_wrlock(&self->view);
-		seq_begin(self, &s);
+		seq_begin(&self->seqs, &s);
 		ret = walk_once(self, a->v, r, node);
-		seq_end(self, &s);
+		seq_end(&self->seqs, &s);
 		if (a->v->frees)
 			pthread_rwlock_unlock(&self->view);
 		if (ret < 0) {
@@ -737,7 +754,7 @@ FIXTURE(known_bugs)
 	size_t size;
 	char *p;
 	void *mirror;
-	unsigned long dev_seq, sys_seq;	/* __atomic, as walk's */
+	struct race_seqs seqs;	/* as walk's */
 	unsigned long rounds;
 	bool stop;
 	int err;
@@ -775,16 +792,10 @@ FIXTURE_TEARDOWN(known_bugs)
 	HMM_FOLIO_FAIL_ON_SPLATS(splats);
 }
 
-static int kb_migrate(FIXTURE_DATA(known_bugs) *self, unsigned long req,
-		      unsigned long *seq)
+static int kb_migrate(FIXTURE_DATA(known_bugs) *self, unsigned long req)
 {
-	int ret;
-
-	__atomic_add_fetch(seq, 1, __ATOMIC_ACQ_REL);
-	ret = hmm_folio_cmd(self->fd, req, self->p, self->mirror,
-			    self->size / psize(), NULL);
-	__atomic_add_fetch(seq, 1, __ATOMIC_ACQ_REL);
-	return ret;
+	return seq_migrate(&self->seqs, self->fd, req, self->p, self->mirror,
+			   self->size / psize(), NULL);
 }
 
 static void *kb_mover(void *arg)
@@ -794,10 +805,9 @@ static void *kb_mover(void *arg)
 
 	hmm_folio_pin_cpu(0);
 	while (!__atomic_load_n(&self->stop, __ATOMIC_ACQUIRE)) {
-		ret = kb_migrate(self, HMM_DMIRROR_MIGRATE_TO_DEV, &self->dev_seq);
+		ret = kb_migrate(self, HMM_DMIRROR_MIGRATE_TO_DEV);
 		if (!ret)
-			ret = kb_migrate(self, HMM_DMIRROR_MIGRATE_TO_SYS,
-					 &self->sys_seq);
+			ret = kb_migrate(self, HMM_DMIRROR_MIGRATE_TO_SYS);
 		if (ret)
 			break;
 		self->rounds++;
@@ -810,10 +820,11 @@ static void *kb_mover(void *arg)
 TEST_F_TIMEOUT(known_bugs, pagemap_hole_while_migrating_back,
 	       HMM_FOLIO_TIMEOUT(30))
 {
-	unsigned long start = now_ms(), reads = 0, d0, d1, s0, s1;
+	unsigned long start = now_ms(), reads = 0;
 	off_t off = (uintptr_t)self->p / psize() * sizeof(uint64_t);
 	int pm = open("/proc/self/pagemap", O_RDONLY);
-	bool to_dev = false, to_sys = false, hole = false;
+	struct race_seq s = { 0 };
+	bool hole = false;
 	uint64_t e = 0;
 	pthread_t t;
 
@@ -822,19 +833,15 @@ TEST_F_TIMEOUT(known_bugs, pagemap_hole_while_migrating_back,
 	ASSERT_EQ(pthread_create(&t, NULL, kb_mover, self), 0);
 	while (!__atomic_load_n(&self->stop, __ATOMIC_ACQUIRE) &&
 	       now_ms() - start < KB_MS) {
-		d0 = __atomic_load_n(&self->dev_seq, __ATOMIC_ACQUIRE);
-		s0 = __atomic_load_n(&self->sys_seq, __ATOMIC_ACQUIRE);
+		seq_begin(&self->seqs, &s);
 		if (pread(pm, &e, sizeof(e), off) != sizeof(e))
 			break;
-		d1 = __atomic_load_n(&self->dev_seq, __ATOMIC_ACQUIRE);
-		s1 = __atomic_load_n(&self->sys_seq, __ATOMIC_ACQUIRE);
+		seq_end(&self->seqs, &s);
 		reads++;
 		if (e & (PM_PRESENT | PM_SWAP))
 			continue;
-		to_dev = (d0 & 1) || d1 != d0;
-		to_sys = (s0 & 1) || s1 != s0;
 		/* Both ran: it tells nothing. */
-		if (!to_dev || !to_sys) {
+		if (!s.to_dev || !s.to_sys) {
 			hole = true;
 			break;
 		}
@@ -852,13 +859,13 @@ TEST_F_TIMEOUT(known_bugs, pagemap_hole_while_migrating_back,
 	ASSERT_EQ(hmm_folio_check_tags(self->p, self->size, (uintptr_t)self->p,
 				       1, "after the migrations"), 0);
 	HMM_FOLIO_STEP_DONE("pagemap reads racing migrations");
-	if (hole && to_sys && !to_dev)
+	if (hole && s.to_sys && !s.to_dev)
 		HMM_FOLIO_XFAIL_KNOWN("set_pmd_migration_entry_pmd_none",
 				      "pagemap read a hole (%#llx) in a THP migrating back from the device, after %lu reads",
 				      (unsigned long long)e, reads);
 	ASSERT_FALSE(hole)
 		TH_LOG("pagemap read a hole (%#llx) %s", (unsigned long long)e,
-		       to_dev ? "while a migration to the device ran" :
+		       s.to_dev ? "while a migration to the device ran" :
 		       "while no migration ran");
 }
 
