@@ -10,6 +10,17 @@
  * same pages, and once the buffers are unregistered the THP goes to the
  * device as one PMD folio again.
  *
+ * pinned.<by>_<size>: a PMD-sized range made of folios of one size
+ * (small pages, each anonymous mTHP size enabled alone, the PMD size),
+ * pinned for the long term by an io_uring fixed buffer or by the tree's
+ * gup_test (PIN_LONGTERM_TEST_START, FOLL_LONGTERM), then offered to
+ * MIGRATE_TO_DEV again and again while a thread on the other CPU keeps
+ * reading the range's pagemap. migrate_vma must not collect any of it:
+ * every page present at its pinned PFN in every read (a migration entry
+ * that comes and goes would show), no page on the device, nothing split
+ * and no device folio allocated; the pin and the CPU still see the same
+ * pages. Unpinned, the range moves to the device and back.
+ *
  * race: O_DIRECT reads and writes (pread/pwrite, or io_uring) pin the pages
  * of a range for the time of each I/O while another thread migrates the
  * same range to the device, brings it back, or unmaps it. Bounded in time
@@ -36,8 +47,11 @@
 #include <liburing.h>
 #endif
 
+#include <mm/gup_test.h>
+
 #include "kselftest_harness.h"
 #include "vm_util.h"
+#include "hugepage_settings.h"
 #include "hmm_folio_util.h"
 
 /* ------------------------------------------------------------------------
@@ -399,6 +413,343 @@ TEST_F_TIMEOUT(fixed, lifecycle, HMM_FOLIO_TIMEOUT(60))
 	ASSERT_EQ(hmm_folio_check_tags(p, self->size, (uintptr_t)p, gen,
 				       "CPU view after fault-back"), 0);
 	ASSERT_EQ(munmap(p, self->size), 0);
+}
+
+/* ------------------------------------------------------------------------
+ * pinned: a long-term pin of every anonymous THP size against migrate_vma.
+ */
+
+enum pinned_by {
+	PINNED_URING,	/* io_uring fixed buffer: FOLL_LONGTERM */
+	PINNED_GUP,	/* the tree's gup_test, PIN_LONGTERM_TEST_START */
+};
+
+/* A row's order for the PMD size, whatever read_pmd_pagesize() says. */
+#define PINNED_PMD	(~0U)
+/* MIGRATE_TO_DEV attempts on the pinned range, while pagemap is watched */
+#define PINNED_TRIES	128
+#define PINNED_PFN	((1ULL << 55) - 1)	/* pagemap's PFN bits */
+
+FIXTURE(pinned)
+{
+	struct hmm_folio_kmsg kmsg;
+	int fd;
+	struct pin_ring ring;
+	int file;		/* what the ring writes the buffer to */
+	int gup;		/* /sys/kernel/debug/gup_test */
+	bool gup_pinned;
+	int pagemap;
+	size_t size;
+	unsigned long npages;
+	unsigned int order;	/* of the folios the range is made of */
+	void *mirror;
+	void *bounce;
+	struct hmm_dmirror_devpfn *pfns;
+	__u64 *want;		/* the range's pagemap once pinned */
+	/* the watcher thread */
+	char *p;
+	bool stop;		/* __atomic */
+	unsigned long reads;	/* whole reads of the range's pagemap */
+	unsigned long overlaps;	/* of them, during a MIGRATE_TO_DEV */
+	unsigned long bad;	/* of them, finding a page absent or moved */
+	unsigned long bad_page;
+	__u64 bad_entry;
+	unsigned long tries;	/* __atomic: attempts begun and ended, x2 */
+};
+
+FIXTURE_VARIANT(pinned)
+{
+	enum pinned_by by;
+	unsigned int order;	/* 0: small pages */
+};
+
+#define PINNED(b, o, be, oe) FIXTURE_VARIANT_ADD(pinned, b##_##o)	\
+	{ .by = be, .order = oe }
+PINNED(uring, order0, PINNED_URING, 0);
+PINNED(uring, order2, PINNED_URING, 2);
+PINNED(uring, order3, PINNED_URING, 3);
+PINNED(uring, order4, PINNED_URING, 4);
+PINNED(uring, order5, PINNED_URING, 5);
+PINNED(uring, order6, PINNED_URING, 6);
+PINNED(uring, order7, PINNED_URING, 7);
+PINNED(uring, order8, PINNED_URING, 8);
+PINNED(uring, pmd, PINNED_URING, PINNED_PMD);
+PINNED(gup, order0, PINNED_GUP, 0);
+PINNED(gup, order2, PINNED_GUP, 2);
+PINNED(gup, order3, PINNED_GUP, 3);
+PINNED(gup, order4, PINNED_GUP, 4);
+PINNED(gup, order5, PINNED_GUP, 5);
+PINNED(gup, order6, PINNED_GUP, 6);
+PINNED(gup, order7, PINNED_GUP, 7);
+PINNED(gup, order8, PINNED_GUP, 8);
+PINNED(gup, pmd, PINNED_GUP, PINNED_PMD);
+
+FIXTURE_SETUP(pinned)
+{
+	char path[] = "/tmp/hmm-folio-pinned.XXXXXX";
+	const char *why = NULL;
+	unsigned int pmd_order, i;
+	struct thp_settings s;
+
+	self->mirror = NULL;
+	self->bounce = NULL;
+	self->pfns = NULL;
+	self->want = NULL;
+	self->p = NULL;
+	self->file = -1;
+	self->gup = -1;
+	self->gup_pinned = false;
+	self->pagemap = -1;
+	self->ring.up = false;
+	HMM_FOLIO_REQUIRE(hmm_folio_fixture_open(&self->kmsg, &self->fd,
+						 HMM_FOLIO_NEED_ALL, &why), why);
+	self->size = read_pmd_pagesize();
+	self->npages = self->size / psize();
+	pmd_order = sz2ord(self->size, psize());
+	self->order = variant->order == PINNED_PMD ? pmd_order : variant->order;
+	ASSERT_TRUE(!self->order ||
+		    (thp_supported_orders() & (1UL << self->order)))
+		TH_LOG("no %lukB anonymous THP size in this kernel",
+		       ((unsigned long)psize() << self->order) >> 10);
+	if (variant->by == PINNED_URING) {
+		HMM_FOLIO_REQUIRE(pin_ring_init(&self->ring, &why), why);
+		self->file = mkstemp(path);
+		ASSERT_GE(self->file, 0);
+		unlink(path);
+	} else {
+		self->gup = open("/sys/kernel/debug/gup_test", O_RDWR);
+		if (self->gup < 0 && errno == ENOENT)
+			SKIP(return, "gup_test not available (CONFIG_GUP_TEST, debugfs)");
+		ASSERT_GE(self->gup, 0) TH_LOG("gup_test: %s", strerror(errno));
+	}
+	self->pagemap = open("/proc/self/pagemap", O_RDONLY);
+	ASSERT_GE(self->pagemap, 0);
+	/* This size alone (hmm_folio_thp_setup() restores them all at exit). */
+	thp_read_settings(&s);
+	for (i = 0; i < NR_ORDERS; i++)
+		s.hugepages[i].enabled = THP_NEVER;
+	if (self->order)
+		s.hugepages[self->order].enabled = THP_INHERIT;
+	thp_write_settings(&s);
+	self->mirror = malloc(self->size);
+	self->bounce = aligned_alloc(psize(), self->size);
+	self->pfns = calloc(self->npages, sizeof(*self->pfns));
+	self->want = calloc(self->npages, sizeof(*self->want));
+	ASSERT_TRUE(self->mirror && self->bounce && self->pfns && self->want);
+}
+
+FIXTURE_TEARDOWN(pinned)
+{
+	int splats;
+
+	if (self->gup_pinned)
+		ioctl(self->gup, PIN_LONGTERM_TEST_STOP);
+	if (self->gup >= 0)
+		close(self->gup);
+	pin_ring_exit(&self->ring);
+	if (self->file >= 0)
+		close(self->file);
+	if (self->p)
+		munmap(self->p, self->size);
+	if (self->pagemap >= 0)
+		close(self->pagemap);
+	splats = hmm_folio_fixture_close(&self->kmsg, &self->fd);
+	free(self->mirror);
+	free(self->bounce);
+	free(self->pfns);
+	free(self->want);
+	HMM_FOLIO_FAIL_ON_SPLATS(splats);
+}
+
+static int pinned_pagemap(FIXTURE_DATA(pinned) *self, __u64 *out)
+{
+	size_t len = self->npages * sizeof(*out);
+
+	return pread(self->pagemap, out, len,
+		     (uintptr_t)self->p / psize() * sizeof(*out)) ==
+	       (ssize_t)len ? 0 : -EIO;
+}
+
+/*
+ * The watcher: the range's pagemap, read again and again, must show every
+ * page present at the PFN it was pinned at. A migration entry that came
+ * and went, or a page moved, is seen here even when it is gone by the
+ * time the attempt returns.
+ */
+static void *pinned_watch(void *arg)
+{
+	FIXTURE_DATA(pinned) *self = arg;
+	__u64 *seen = calloc(self->npages, sizeof(*seen));
+	unsigned long i, t0, t1;
+
+	if (!seen)
+		return NULL;
+	hmm_folio_pin_cpu(1);
+	while (!__atomic_load_n(&self->stop, __ATOMIC_ACQUIRE)) {
+		t0 = __atomic_load_n(&self->tries, __ATOMIC_ACQUIRE);
+		if (pinned_pagemap(self, seen))
+			break;
+		t1 = __atomic_load_n(&self->tries, __ATOMIC_ACQUIRE);
+		self->reads++;
+		/* An attempt was under way during the read. */
+		if ((t0 & 1) || t1 != t0)
+			self->overlaps++;
+		for (i = 0; i < self->npages; i++)
+			if (seen[i] != self->want[i])
+				break;
+		if (i < self->npages && !self->bad++) {
+			self->bad_page = i;
+			self->bad_entry = seen[i];
+		}
+	}
+	free(seen);
+	return NULL;
+}
+
+/* What the pin holds must be what the CPU sees: generation @gen. */
+static void pinned_io(struct __test_metadata *_metadata,
+		      FIXTURE_DATA(pinned) *self,
+		      const FIXTURE_VARIANT(pinned) *variant, unsigned int gen,
+		      const char *what)
+{
+	__u64 to = (uintptr_t)self->bounce;
+
+	hmm_folio_fill(self->p, self->size, (uintptr_t)self->p, gen);
+	memset(self->bounce, 0, self->size);
+	if (variant->by == PINNED_URING) {
+		ASSERT_EQ(pin_ring_rw(&self->ring, true, true, self->file,
+				      self->p, self->size, 0), self->size);
+		ASSERT_EQ(pread(self->file, self->bounce, self->size, 0),
+			  self->size);
+	} else {
+		ASSERT_EQ(ioctl(self->gup, PIN_LONGTERM_TEST_READ, &to), 0)
+			TH_LOG("PIN_LONGTERM_TEST_READ: %s", strerror(errno));
+	}
+	ASSERT_EQ(hmm_folio_check_tags(self->bounce, self->size,
+				       (uintptr_t)self->p, gen, what), 0);
+}
+
+TEST_F_TIMEOUT(pinned, never_collected, HMM_FOLIO_TIMEOUT(60))
+{
+	const unsigned int order = self->order;
+	unsigned long nfolios = self->npages >> order, i, splits, anon;
+	struct pin_longterm_test pin = {
+		.size = self->size, .flags = PIN_LONGTERM_TEST_FLAG_USE_WRITE,
+	};
+	struct hmm_dmirror_alloc_stats st0, st;
+	struct hmm_dmirror_cmd cmd;
+	unsigned int gen = 1;
+	pthread_t watcher;
+	int ret;
+
+	/* Faulted in as folios of the row's order alone. */
+	anon = order ? hmm_folio_size_stat(order, "nr_anon") : 0;
+	self->p = hmm_folio_map_aligned(self->size);
+	ASSERT_NE(self->p, NULL);
+	if (!order)
+		ASSERT_EQ(madvise(self->p, self->size, MADV_NOHUGEPAGE), 0);
+	hmm_folio_fill(self->p, self->size, (uintptr_t)self->p, gen);
+	if (order)
+		ASSERT_EQ(hmm_folio_size_stat(order, "nr_anon") - anon, nfolios);
+	ASSERT_EQ(hmm_folio_smaps_kb(self->p, "AnonHugePages:"),
+		  order == sz2ord(self->size, psize()) ?
+		  (long)(self->size >> 10) : 0);
+	HMM_FOLIO_STEP_DONE("faulting the range in");
+
+	/* Pinned for the long term, writable. */
+	if (variant->by == PINNED_URING) {
+		ASSERT_EQ(pin_ring_register(&self->ring, self->p, self->size), 0);
+	} else {
+		pin.addr = (uintptr_t)self->p;
+		ASSERT_EQ(ioctl(self->gup, PIN_LONGTERM_TEST_START, &pin), 0)
+			TH_LOG("PIN_LONGTERM_TEST_START: %s", strerror(errno));
+		self->gup_pinned = true;
+	}
+	pinned_io(_metadata, self, variant, ++gen, "pinned pages");
+	ASSERT_EQ(pinned_pagemap(self, self->want), 0);
+	for (i = 0; i < self->npages; i++) {
+		ASSERT_TRUE(self->want[i] & PM_PRESENT) TH_LOG("page %lu", i);
+		/* Each folio physically contiguous: the order it claims. */
+		ASSERT_NE(self->want[i] & PINNED_PFN, 0) TH_LOG("page %lu", i);
+		if (i & ((1UL << order) - 1)) {
+			ASSERT_EQ(self->want[i] & PINNED_PFN,
+				  (self->want[i - 1] & PINNED_PFN) + 1);
+		}
+	}
+	HMM_FOLIO_STEP_DONE("pinning the range");
+
+	/* Migration attempts, the watcher on the other CPU. */
+	splits = order ? hmm_folio_size_stat(order, "split") : 0;
+	anon = order ? hmm_folio_size_stat(order, "nr_anon") : 0;
+	ASSERT_EQ(hmm_folio_stats(self->fd, &st0), 0);
+	self->stop = false;
+	ASSERT_EQ(pthread_create(&watcher, NULL, pinned_watch, self), 0);
+	hmm_folio_pin_cpu(0);
+	for (i = 0; i < PINNED_TRIES; i++) {
+		__atomic_add_fetch(&self->tries, 1, __ATOMIC_RELEASE);
+		ret = hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_DEV,
+				    self->p, self->mirror, self->npages, &cmd);
+		__atomic_add_fetch(&self->tries, 1, __ATOMIC_RELEASE);
+		/*
+		 * test_hmm reads the range back through its mirror: ENOENT
+		 * when the mirror holds none of it (its cpages counts the
+		 * pages read back, not those collected: no use here).
+		 */
+		if (ret && ret != -ENOENT)
+			break;
+	}
+	__atomic_store_n(&self->stop, true, __ATOMIC_RELEASE);
+	pthread_join(watcher, NULL);
+	TH_LOG("%lu attempts; pagemap read %lu times, %lu during an attempt",
+	       i, self->reads, self->overlaps);
+	ASSERT_EQ(i, PINNED_TRIES)
+		TH_LOG("MIGRATE_TO_DEV of the pinned range: %s", strerror(-ret));
+	ASSERT_EQ(self->bad, 0)
+		TH_LOG("%lu of %lu pagemap reads: page %lu read %#llx, pinned %#llx",
+		       self->bad, self->reads, self->bad_page,
+		       (unsigned long long)self->bad_entry,
+		       (unsigned long long)self->want[self->bad_page]);
+	ASSERT_GT(self->overlaps, 0)
+		TH_LOG("the watcher never read pagemap during an attempt");
+
+	/* Nothing collected: no device page, nothing split or allocated. */
+	ASSERT_EQ(hmm_folio_devpfn(self->fd, self->p, self->npages,
+				   self->pfns), 0);
+	for (i = 0; i < self->npages; i++) {
+		ASSERT_EQ(self->pfns[i].offset, HMM_DMIRROR_DEVPFN_NONE)
+			TH_LOG("pinned page %lu is on the device", i);
+	}
+	if (order) {
+		ASSERT_EQ(hmm_folio_size_stat(order, "split"), splits);
+		ASSERT_EQ(hmm_folio_size_stat(order, "nr_anon"), anon);
+	}
+	ASSERT_EQ(hmm_folio_stats(self->fd, &st), 0);
+	for (i = 0; i < HMM_DMIRROR_STATS_ORDERS; i++) {
+		ASSERT_EQ(st.allocs[i], st0.allocs[i])
+			TH_LOG("device folios of order %lu allocated", i);
+	}
+	ASSERT_EQ(st.free_pages, st.total_pages);
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, self->p, self->npages,
+					    HMM_FOLIO_SNAP_SYSTEM,
+					    "pinned, after the attempts"), 0);
+	pinned_io(_metadata, self, variant, ++gen,
+		  "pinned pages after the attempts");
+	HMM_FOLIO_STEP_DONE("migrating the pinned range");
+
+	/* Unpinned, it goes to the device and comes back. */
+	if (variant->by == PINNED_URING) {
+		ASSERT_EQ(pin_ring_unregister(&self->ring), 0);
+	} else {
+		ASSERT_EQ(ioctl(self->gup, PIN_LONGTERM_TEST_STOP), 0);
+		self->gup_pinned = false;
+	}
+	ASSERT_EQ(hmm_folio_to_device(self->fd, self->p, self->size,
+				      self->mirror, gen,
+				      order == sz2ord(self->size, psize()) ?
+				      HMM_FOLIO_PROT_DEV_PMD :
+				      HMM_FOLIO_PROT_DEV_PTE), 0);
+	ASSERT_EQ(hmm_folio_back(self->fd, self->p, self->size, self->mirror,
+				 &gen, BACK_READ), 0);
 }
 
 /* ------------------------------------------------------------------------

@@ -17,8 +17,11 @@
  * read back after every step: the PMD size's nr_anon (a device THP is an
  * anonymous THP too), smaps' AnonHugePages (a PMD THP in system memory,
  * and after fault-back one again, not 512 pages), RssAnon (the device's
- * pages are still the process's anonymous memory), the device's free
- * pages. Once the folio is freed (munmap, MADV_DONTNEED, exit of its
+ * pages are still the process's anonymous memory), smaps_rollup's Rss and
+ * AnonHugePages (the device THP counted in both), the device's free pages
+ * and its folios allocated and freed per order (ALLOC_STATS: one PMD-order
+ * folio per migration to the device, freed by the fault-back or the free,
+ * none of any other order). Once the folio is freed (munmap, MADV_DONTNEED, exit of its
  * owner), everything is back where it was before the range existed.
  */
 #include <errno.h>
@@ -35,27 +38,19 @@
 #include "hugepage_settings.h"
 #include "hmm_folio_util.h"
 
-/* A counter of the THP size of @order: hugepages-<kB>kB/stats/@name. */
-static unsigned long size_stat(unsigned int order, const char *name)
+/* @field ("RssAnon:") of a /proc/self file in kB, or -1. */
+static long proc_kb(const char *path, const char *field)
 {
-	char path[96];
-
-	snprintf(path, sizeof(path), "hugepages-%lukB/stats/%s",
-		 ((unsigned long)psize() << order) >> 10, name);
-	return thp_read_num(path);
-}
-
-/* RssAnon of this process (/proc/self/status) in kB, or -1. */
-static long rss_anon_kb(void)
-{
+	size_t len = strlen(field);
 	char line[128];
 	long kb = -1;
-	FILE *f = fopen("/proc/self/status", "r");
+	FILE *f = fopen(path, "r");
 
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "RssAnon: %ld kB", &kb) == 1)
+		if (!strncmp(line, field, len) &&
+		    sscanf(line + len, " %ld kB", &kb) == 1)
 			break;
 	fclose(f);
 	return kb;
@@ -147,7 +142,7 @@ static __u64 mthp_to_device(struct __test_metadata *_metadata,
 			    char *p, unsigned int gen, bool mthps)
 {
 	unsigned long nfolios = self->npages >> order, i;
-	unsigned long splits = size_stat(order, "split");
+	unsigned long splits = hmm_folio_size_stat(order, "split");
 	unsigned int got;
 	__u64 base = HMM_DMIRROR_DEVPFN_NONE;
 
@@ -169,7 +164,7 @@ static __u64 mthp_to_device(struct __test_metadata *_metadata,
 			base = self->pfns[i].offset;
 	}
 	/* Each folio split once on the way, or none (@mthps: none to split). */
-	ASSERT_EQ(size_stat(order, "split") - splits, got || !mthps ? 0 : nfolios);
+	ASSERT_EQ(hmm_folio_size_stat(order, "split") - splits, got || !mthps ? 0 : nfolios);
 	TH_LOG("order-%u folios arrive on the device as order %u", order, got);
 	HMM_FOLIO_STEP_DONE("mTHP to the device");
 	return base;
@@ -179,8 +174,8 @@ TEST_F_TIMEOUT(mthp, lifecycle, HMM_FOLIO_TIMEOUT(60))
 {
 	const unsigned int order = variant->order;
 	unsigned long nfolios = self->npages >> order;
-	unsigned long alloc0 = size_stat(order, "anon_fault_alloc");
-	unsigned long anon0 = size_stat(order, "nr_anon");
+	unsigned long alloc0 = hmm_folio_size_stat(order, "anon_fault_alloc");
+	unsigned long anon0 = hmm_folio_size_stat(order, "nr_anon");
 	struct hmm_dmirror_alloc_stats st;
 	unsigned int gen = 1;
 	unsigned long i;
@@ -191,26 +186,26 @@ TEST_F_TIMEOUT(mthp, lifecycle, HMM_FOLIO_TIMEOUT(60))
 	p = hmm_folio_map_aligned(self->size);
 	ASSERT_NE(p, NULL);
 	hmm_folio_fill(p, self->size, (uintptr_t)p, gen);
-	ASSERT_EQ(size_stat(order, "anon_fault_alloc") - alloc0, nfolios);
-	ASSERT_EQ(size_stat(order, "nr_anon") - anon0, nfolios);
+	ASSERT_EQ(hmm_folio_size_stat(order, "anon_fault_alloc") - alloc0, nfolios);
+	ASSERT_EQ(hmm_folio_size_stat(order, "nr_anon") - anon0, nfolios);
 	ASSERT_EQ(hmm_folio_smaps_kb(p, "AnonHugePages:"), 0);
 	HMM_FOLIO_STEP_DONE("faulting the mTHPs in");
 
 	mthp_to_device(_metadata, self, order, p, gen, true);
 	/* Split or moved, none is left in system memory. */
-	ASSERT_EQ(size_stat(order, "nr_anon") - anon0,
+	ASSERT_EQ(hmm_folio_size_stat(order, "nr_anon") - anon0,
 		  self->pfns[0].order ? nfolios : 0);
 
 	/* Back by CPU faults: small pages (nothing of this size comes back). */
 	ASSERT_EQ(hmm_folio_back(self->fd, p, self->size, self->mirror, &gen,
 				 BACK_READ), 0);
-	ASSERT_EQ(size_stat(order, "nr_anon"), anon0);
+	ASSERT_EQ(hmm_folio_size_stat(order, "nr_anon"), anon0);
 	ASSERT_EQ(hmm_folio_smaps_kb(p, "Rss:"), (long)(self->size >> 10));
 
 	/* Again, freed there, its memory used at other orders. */
 	base = mthp_to_device(_metadata, self, order, p, gen, false);
 	ASSERT_EQ(munmap(p, self->size), 0);
-	ASSERT_EQ(size_stat(order, "nr_anon"), anon0);
+	ASSERT_EQ(hmm_folio_size_stat(order, "nr_anon"), anon0);
 	ASSERT_EQ(hmm_folio_stats(self->fd, &st), 0);
 	ASSERT_EQ(st.free_pages, st.total_pages);
 	HMM_FOLIO_STEP_DONE("freeing them on the device");
@@ -273,41 +268,84 @@ FIXTURE_TEARDOWN(account)
 	HMM_FOLIO_FAIL_ON_SPLATS(splats);
 }
 
-/* What the counters must say: @thps PMD THPs more, @kb kB more RssAnon. */
+/*
+ * The counters: the PMD size's nr_anon, RssAnon, smaps_rollup's Rss and
+ * AnonHugePages (a device-private PMD of an anonymous folio counts in both,
+ * fs/proc/task_mmu.c), the device's free pages and its PMD-order folios
+ * allocated and freed (ALLOC_STATS).
+ */
 struct counts {
-	unsigned long nr_anon;	/* the PMD size's */
+	unsigned long nr_anon;
 	long rss_kb;
+	long rollup_rss_kb;
+	long rollup_thp_kb;
 	unsigned long dev_free;
+	unsigned long long allocs[HMM_DMIRROR_STATS_ORDERS];
+	unsigned long long frees[HMM_DMIRROR_STATS_ORDERS];
+};
+
+/* What they must say against the base: */
+struct expect {
+	int thps;		/* PMD THPs of the process, anywhere */
+	int on_dev;		/* of them, on the device */
+	int allocs, frees;	/* PMD-order device folios since the base */
 };
 
 static void read_counts(FIXTURE_DATA(account) *self, struct counts *c)
 {
 	struct hmm_dmirror_alloc_stats st = { 0 };
+	unsigned int i;
 
-	c->nr_anon = size_stat(self->pmd_order, "nr_anon");
-	c->rss_kb = rss_anon_kb();
+	c->nr_anon = hmm_folio_size_stat(self->pmd_order, "nr_anon");
+	c->rss_kb = proc_kb("/proc/self/status", "RssAnon:");
+	c->rollup_rss_kb = proc_kb("/proc/self/smaps_rollup", "Rss:");
+	c->rollup_thp_kb = proc_kb("/proc/self/smaps_rollup",
+				    "AnonHugePages:");
 	c->dev_free = hmm_folio_stats(self->fd, &st) ? 0 : st.free_pages;
+	for (i = 0; i < HMM_DMIRROR_STATS_ORDERS; i++) {
+		c->allocs[i] = st.allocs[i];
+		c->frees[i] = st.frees[i];
+	}
 }
 
-/* The counters against @base: @thps THPs, @on_dev of them on the device. */
-static long counts_off(FIXTURE_DATA(account) *self, const struct counts *base,
-		       int thps, int on_dev, const char *step)
+/* A counter off what @base and @e imply: printed, counted. */
+static long count_off(const char *step, const char *what, long long now,
+		      long long want, long long slack)
 {
+	if (now >= want - slack && now <= want + slack)
+		return 0;
+	fprintf(stderr, "# %s: %s %lld, expected %lld\n", step, what, now,
+		want);
+	return 1;
+}
+
+static long counts_off(FIXTURE_DATA(account) *self, const struct counts *base,
+		       struct expect e, const char *step)
+{
+	long kb = (long)(self->size >> 10) * e.thps, bad;
 	struct counts now;
-	long bad = 0, kb = (long)(self->size >> 10) * thps;
+	unsigned int i;
 
 	read_counts(self, &now);
-	if (now.nr_anon != base->nr_anon + thps)
-		bad += fprintf(stderr, "# %s: nr_anon %lu, expected %lu\n", step,
-			       now.nr_anon, base->nr_anon + thps) > 0;
+	bad = count_off(step, "nr_anon", now.nr_anon, base->nr_anon + e.thps, 0);
 	/* Other anonymous memory of this process may move by a few pages. */
-	if (labs(now.rss_kb - base->rss_kb - kb) > 64)
-		bad += fprintf(stderr, "# %s: RssAnon %ld kB, expected %ld kB\n",
-			       step, now.rss_kb, base->rss_kb + kb) > 0;
-	if (now.dev_free != base->dev_free - on_dev * self->npages)
-		bad += fprintf(stderr, "# %s: %lu device pages free, expected %lu\n",
-			       step, now.dev_free,
-			       base->dev_free - on_dev * self->npages) > 0;
+	bad += count_off(step, "RssAnon kB", now.rss_kb, base->rss_kb + kb, 64);
+	bad += count_off(step, "smaps_rollup Rss kB", now.rollup_rss_kb,
+			 base->rollup_rss_kb + kb, 64);
+	bad += count_off(step, "smaps_rollup AnonHugePages kB",
+			 now.rollup_thp_kb, base->rollup_thp_kb + kb, 0);
+	bad += count_off(step, "device pages free", now.dev_free,
+			 base->dev_free - e.on_dev * self->npages, 0);
+	for (i = 0; i < HMM_DMIRROR_STATS_ORDERS; i++) {
+		int pmd = i == self->pmd_order;
+
+		bad += count_off(step, "device folios allocated",
+				 now.allocs[i] - base->allocs[i],
+				 pmd ? e.allocs : 0, 0);
+		bad += count_off(step, "device folios freed",
+				 now.frees[i] - base->frees[i],
+				 pmd ? e.frees : 0, 0);
+	}
 	return bad;
 }
 
@@ -329,29 +367,36 @@ static long account_life(FIXTURE_DATA(account) *self, enum free_how free)
 	p = hmm_folio_new_range(self->size, true, gen);
 	if (!p)
 		return 1;
-	bad = counts_off(self, &base, 1, 0, "a new THP");
+	bad = counts_off(self, &base, (struct expect){ 1, 0, 0, 0 },
+			 "a new THP");
 	bad += hmm_folio_to_device(self->fd, p, self->size, self->mirror, gen,
 				   HMM_FOLIO_PROT_DEV_PMD) ? 1 : 0;
-	bad += counts_off(self, &base, 1, 1, "on the device");
+	bad += counts_off(self, &base, (struct expect){ 1, 1, 1, 0 },
+			  "on the device");
 	/* Back by a CPU fault: one PMD THP again, not 512 pages. */
 	bad += hmm_folio_back(self->fd, p, self->size, self->mirror, &gen,
 			      BACK_READ) ? 1 : 0;
 	if (hmm_folio_smaps_kb(p, "AnonHugePages:") != (long)(self->size >> 10))
 		bad += fprintf(stderr, "# faulted back: AnonHugePages %ld kB\n",
 			       hmm_folio_smaps_kb(p, "AnonHugePages:")) > 0;
-	bad += counts_off(self, &base, 1, 0, "faulted back");
+	bad += counts_off(self, &base, (struct expect){ 1, 0, 1, 1 },
+			  "faulted back");
 	bad += hmm_folio_to_device(self->fd, p, self->size, self->mirror, gen,
 				   HMM_FOLIO_PROT_DEV_PMD) ? 1 : 0;
-	bad += counts_off(self, &base, 1, 1, "on the device again");
+	bad += counts_off(self, &base, (struct expect){ 1, 1, 2, 1 },
+			  "on the device again");
 	if (bad || free == FREE_EXIT)
 		return bad;
 	if (free == FREE_DONTNEED) {
 		bad += hmm_folio_dontneed(p, self->size) ? 1 : 0;
-		bad += counts_off(self, &base, 0, 0, "MADV_DONTNEED");
+		bad += counts_off(self, &base,
+				  (struct expect){ 0, 0, 2, 2 },
+				  "MADV_DONTNEED");
 	}
 	if (munmap(p, self->size))
 		bad++;
-	bad += counts_off(self, &base, 0, 0, "freed on the device");
+	bad += counts_off(self, &base, (struct expect){ 0, 0, 2, 2 },
+			  "freed on the device");
 	return bad + hmm_folio_step_check("freeing the device THP");
 }
 
@@ -371,7 +416,8 @@ TEST_F_TIMEOUT(account, lifecycle, HMM_FOLIO_TIMEOUT(60))
 		_exit(account_life(self, FREE_EXIT) ? 1 : 0);
 	ASSERT_EQ(hmm_folio_wait_owner(pid), 0);
 	/* nr_anon and the device are global, RssAnon this process's own. */
-	ASSERT_EQ(counts_off(self, &base, 0, 0, "after the owner's exit"), 0);
+	ASSERT_EQ(counts_off(self, &base, (struct expect){ 0, 0, 2, 2 },
+			     "after the owner's exit"), 0);
 }
 
 TEST_HARNESS_MAIN

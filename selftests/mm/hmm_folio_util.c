@@ -385,6 +385,15 @@ void *hmm_folio_map_aligned(size_t size)
  * vm_util's check_huge_anon() took a length argument in 7.3, so the tests
  * read smaps themselves to build against both.
  */
+unsigned long hmm_folio_size_stat(unsigned int order, const char *name)
+{
+	char path[96];
+
+	snprintf(path, sizeof(path), "hugepages-%lukB/stats/%s",
+		 ((unsigned long)psize() << order) >> 10, name);
+	return thp_read_num(path);
+}
+
 long hmm_folio_smaps_kb(void *addr, const char *field)
 {
 	char pattern[32], buf[256], fmt[48];

@@ -129,6 +129,8 @@ bool hmm_folio_is_thp(void *addr, size_t size);
 /* @field ("Rss:") of the smaps entry of the VMA at @addr in kB, or -1. */
 long hmm_folio_smaps_kb(void *addr, const char *field);
 void hmm_folio_unmap_aligned(void *p, size_t size);
+/* A counter of the THP size of @order: hugepages-<kB>kB/stats/@name. */
+unsigned long hmm_folio_size_stat(unsigned int order, const char *name);
 /*
  * The lifecycle steps the programs' tables combine. Each checks what
  * belongs to it and the kernel log since the last step, prints what went

@@ -207,6 +207,8 @@ SKIP_REASONS = {
     "no-kasan": ("the kernel lacks CONFIG_KASAN",),
     # Never declared by run_tests.sh: its kernels have CONFIG_USERFAULTFD.
     "no-userfaultfd": ("userfaultfd not available",),
+    # Never declared either: its kernels have CONFIG_GUP_TEST and debugfs.
+    "no-gup_test": ("gup_test not available",),
     "filter": ("no test matches ",),
     "fail-fast": ("fail-fast: an earlier program failed",),
     "one-node": ("NUMA not available", "only one NUMA node"),
