@@ -18,9 +18,17 @@
  *
  * A window is a walker op that overlapped a migration (the mover was inside
  * a MIGRATE_TO_DEV or MIGRATE_TO_SYS when the op began or ended); each row
- * prints how many it opened per second and fails if it opened none. Each
- * row runs RACE_MS by default (HMM_FOLIO_RACE_MS, run_tests.sh --race-ms,
- * for a soak); the mover's choices are seeded (HMM_FOLIO_SEED, printed).
+ * prints how many it opened per second and fails if it opened none.
+ * Inside the kernel only the walkers that hold mmap_lock for reading (or
+ * none) interleave with a migration, which test_hmm runs under the read
+ * lock: pagemap, smaps, the madvise rows, move_pages and device_read.
+ * mprotect, mremap, replace_half, mbind and fork take it for writing, so
+ * their windows are waits for the lock: those rows meet every state the
+ * mover leaves between migrations (device PMDs, split device PTEs, half
+ * ranges), never a migration entry of the mover's, and no kernel change
+ * can misbehave in them under this race alone. Each row runs RACE_MS by
+ * default (HMM_FOLIO_RACE_MS, run_tests.sh --race-ms, for a soak); the
+ * mover's choices are seeded (HMM_FOLIO_SEED, printed).
  */
 #include <errno.h>
 #include <fcntl.h>
