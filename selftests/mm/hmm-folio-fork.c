@@ -21,8 +21,15 @@
  * view, and the kernel log must stay quiet. An rmap walk that touches the
  * other process's folio shows in the other process's checks.
  *
- * The child serves the parent's requests over a socket: the steps are the
- * same code in both processes, a table of rows drives them.
+ * In the *_shared rows a second child keeps the original folio mapped, so
+ * that its migration is an rmap walk past the process that replaced its
+ * copy; in the *_grandchild rows the child's own child does, so that the
+ * rmap walk of a folio the child made after the fork (its anon_vma holds
+ * the grandchild's VMA too) passes the original folio, or its device copy,
+ * at the same address.
+ *
+ * The other processes serve the parent's requests over pipes: the steps
+ * are the same code in every process, a table of rows drives them.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -71,7 +78,11 @@ static const char *const op_names[] = {
 
 #define FORK_MAX_PAGES	512
 
-/* The processes: the parent, its child, and a second child (shared rows). */
+/*
+ * The processes: the parent, its child, and a third that keeps the
+ * original folio (shared rows): a second child of the parent, or the
+ * child's own child (grandchild rows).
+ */
 enum { PARENT, CHILD, SIBLING, FORK_PROCS };
 
 /* What a side answers: problems found, and where its range is on the device. */
@@ -126,6 +137,12 @@ FIXTURE_VARIANT(fork)
 	 * copy, its own folio on the device.
 	 */
 	bool shared;
+	/*
+	 * That third process is the child's child: its VMA hangs off the
+	 * child's anon_vma too, so the rmap walk of a folio the child made
+	 * after the fork passes it, the original folio mapped there.
+	 */
+	bool grandchild;
 };
 
 #define FORK_ROW(who, h, o, pd, he, oe)					\
@@ -158,6 +175,15 @@ FORK_SHARED(child, dontneed, false, DIV_DONTNEED);
 FORK_SHARED(child, mremap, false, DIV_MREMAP);
 FORK_SHARED(parent, dontneed, true, DIV_DONTNEED);
 FORK_SHARED(parent, mremap, true, DIV_MREMAP);
+
+#define FORK_GRANDCHILD(who, h, pd, he)					\
+	FIXTURE_VARIANT_ADD(fork, who##_##h##_grandchild)		\
+	{ .how = he, .parent_diverges = pd, .order = ORD_ORIG_LAST,	\
+	  .shared = true, .grandchild = true }
+FORK_GRANDCHILD(child, dontneed, false, DIV_DONTNEED);
+FORK_GRANDCHILD(child, mremap, false, DIV_MREMAP);
+FORK_GRANDCHILD(parent, dontneed, true, DIV_DONTNEED);
+FORK_GRANDCHILD(parent, mremap, true, DIV_MREMAP);
 
 static int clear_soft_dirty(void)
 {
@@ -397,52 +423,120 @@ static bool pipe_all(int fd, void *buf, size_t len, bool out)
 	return true;
 }
 
-/* The child: the parent's requests, until OP_EXIT or the pipe closes. */
-static void fork_serve(struct side *s, int in, int out, enum diverge how)
+/*
+ * A peer: the parent's requests, until OP_EXIT or the pipe closes; then
+ * its own child @child, if any, which has exited by then (the parent
+ * lets it go first).
+ */
+static void fork_serve(struct side *s, int in, int out, enum diverge how,
+		       pid_t child)
 {
 	static struct fork_reply r;
-	int op;
+	int op, status;
 
 	while (pipe_all(in, &op, sizeof(op), false)) {
 		side_do(s, op, how, &r);
 		if (!pipe_all(out, &r, sizeof(r), true) || op == OP_EXIT)
 			break;
 	}
+	if (child > 0 && waitpid(child, &status, 0) == child &&
+	    (!WIFEXITED(status) || WEXITSTATUS(status)))
+		_exit(1);
 	_exit(0);
 }
 
-/* Fork a process that serves @self's requests as @name; 0, or -errno. */
-static int fork_peer(FIXTURE_DATA(fork) *self, int who, const char *name,
-		     enum diverge how)
+/* A process that will serve the parent as peer @who, on new pipes. */
+struct peer_pipes {
+	int down[2], up[2];
+};
+
+static void peer_close(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+/*
+ * Fork a process that serves the parent's requests as @name on @pp; with
+ * @grand set, that process first forks its own child, the grandchild, to
+ * serve on @grand's pipes, and sends its pid up @pp. Returns the pid, or
+ * -errno; the new processes do not return.
+ */
+static pid_t fork_serving(FIXTURE_DATA(fork) *self, struct peer_pipes *pp,
+			  const char *name, enum diverge how,
+			  struct peer_pipes *grand)
 {
 	struct side *s = &self->me;
-	int down[2], up[2], i;
-	pid_t pid;
+	pid_t pid, gpid = -1;
+	int i;
 
-	if (pipe(down) || pipe(up))
-		return -errno;
 	s->fd = self->fd;
 	pid = hmm_folio_fork_owner(&s->fd, 1);
+	if (pid)
+		return pid;
+	/* Only its own pipes. */
+	for (i = 1; i < FORK_PROCS; i++) {
+		peer_close(&self->peer[i].to);
+		peer_close(&self->peer[i].from);
+	}
+	peer_close(&pp->down[1]);
+	peer_close(&pp->up[0]);
+	if (grand) {
+		peer_close(&grand->down[1]);
+		peer_close(&grand->up[0]);
+		gpid = hmm_folio_fork_owner(&s->fd, 1);
+		if (gpid < 0)
+			_exit(1);
+		if (!gpid) {
+			peer_close(&pp->down[0]);
+			peer_close(&pp->up[1]);
+			s->name = "grandchild";
+			fork_serve(s, grand->down[0], grand->up[1], how, -1);
+		}
+		peer_close(&grand->down[0]);
+		peer_close(&grand->up[1]);
+		/* The parent cannot learn its grandchild's pid otherwise. */
+		if (!pipe_all(pp->up[1], &gpid, sizeof(gpid), true))
+			_exit(1);
+	}
+	s->name = name;
+	fork_serve(s, pp->down[0], pp->up[1], how, gpid);
+	return -EINVAL;
+}
+
+/*
+ * Fork peer @who, named @name; with @grand set, it forks peer @grand, its
+ * own child, too. 0, or -errno.
+ */
+static int fork_peer(FIXTURE_DATA(fork) *self, int who, const char *name,
+		     enum diverge how, int grand)
+{
+	struct peer_pipes pp, gp;
+	pid_t pid, gpid = -1;
+
+	if (pipe(pp.down) || pipe(pp.up))
+		return -errno;
+	if (grand && (pipe(gp.down) || pipe(gp.up)))
+		return -errno;
+	pid = fork_serving(self, &pp, name, how, grand ? &gp : NULL);
 	if (pid < 0)
 		return pid;
-	if (!pid) {
-		/* Only its own pipes. */
-		for (i = 1; i < FORK_PROCS; i++) {
-			if (self->peer[i].to >= 0)
-				close(self->peer[i].to);
-			if (self->peer[i].from >= 0)
-				close(self->peer[i].from);
-		}
-		close(down[1]);
-		close(up[0]);
-		s->name = name;
-		fork_serve(s, down[0], up[1], how);
-	}
-	close(down[0]);
-	close(up[1]);
+	close(pp.down[0]);
+	close(pp.up[1]);
 	self->peer[who].pid = pid;
-	self->peer[who].to = down[1];
-	self->peer[who].from = up[0];
+	self->peer[who].to = pp.down[1];
+	self->peer[who].from = pp.up[0];
+	if (!grand)
+		return 0;
+	close(gp.down[0]);
+	close(gp.up[1]);
+	self->peer[grand].to = gp.down[1];
+	self->peer[grand].from = gp.up[0];
+	if (!pipe_all(pp.up[0], &gpid, sizeof(gpid), false))
+		return -EPIPE;
+	/* Not ours to wait for: the child reaps it. */
+	self->peer[grand].pid = gpid;
 	return 0;
 }
 
@@ -482,9 +576,11 @@ FIXTURE_SETUP(fork)
 	ASSERT_EQ(clear_soft_dirty(), 0);
 	/* A child that died is a failed step, not a SIGPIPE. */
 	signal(SIGPIPE, SIG_IGN);
-	ASSERT_EQ(fork_peer(self, CHILD, "child", variant->how), 0);
-	if (variant->shared)
-		ASSERT_EQ(fork_peer(self, SIBLING, "sibling", variant->how), 0);
+	ASSERT_EQ(fork_peer(self, CHILD, "child", variant->how,
+			    variant->grandchild ? SIBLING : 0), 0);
+	if (variant->shared && !variant->grandchild)
+		ASSERT_EQ(fork_peer(self, SIBLING, "sibling", variant->how, 0),
+			  0);
 	s->name = "parent";
 }
 
@@ -525,8 +621,8 @@ static long fork_step(FIXTURE_DATA(fork) *self,
 		return side_do(&self->me, op, variant->how, r);
 	if (!pipe_all(self->peer[who].to, &o, sizeof(o), true) ||
 	    !pipe_all(self->peer[who].from, r, sizeof(*r), false)) {
-		fprintf(stderr, "# the %s did not answer: %s\n",
-			who == CHILD ? "child" : "sibling", strerror(errno));
+		fprintf(stderr, "# peer %d did not answer: %s\n", who,
+			strerror(errno));
 		return 1;
 	}
 	return r->problems;
@@ -544,8 +640,6 @@ static unsigned long overlap(const struct fork_reply *a,
 	return n;
 }
 
-static const char *const proc_names[] = { "parent", "child", "sibling" };
-
 TEST_F_TIMEOUT(fork, diverged, HMM_FOLIO_TIMEOUT(60))
 {
 	/* Who replaced its copy (d) and who kept the original folio (o). */
@@ -562,6 +656,9 @@ TEST_F_TIMEOUT(fork, diverged, HMM_FOLIO_TIMEOUT(60))
 	};
 	static struct fork_reply rep[FORK_PROCS], r;
 	const int nproc = variant->shared ? FORK_PROCS : SIBLING;
+	const char *const proc_names[] = {
+		"parent", "child", variant->grandchild ? "grandchild" : "sibling",
+	};
 	struct hmm_dmirror_alloc_stats st;
 	char step[96];
 	int i, j, n = variant->order == ORD_REUSE ? 6 : 4;
@@ -600,9 +697,15 @@ TEST_F_TIMEOUT(fork, diverged, HMM_FOLIO_TIMEOUT(60))
 			       step);
 		HMM_FOLIO_STEP_DONE("checking every process");
 	}
-	for (j = CHILD; j < nproc; j++) {
+	/* Last forked first: the child reaps the grandchild as it exits. */
+	for (j = nproc - 1; j >= CHILD; j--) {
 		ASSERT_EQ(fork_step(self, variant, j, OP_EXIT, &r), 0);
-		ASSERT_EQ(hmm_folio_wait_owner(self->peer[j].pid), 0);
+		if (variant->grandchild && j == SIBLING) {
+			self->peer[j].pid = -1;
+			continue;
+		}
+		ASSERT_EQ(hmm_folio_wait_owner(self->peer[j].pid), 0)
+			TH_LOG("the %s's exit", proc_names[j]);
 		self->peer[j].pid = -1;
 	}
 	if (!self->me.freed) {
