@@ -21,9 +21,11 @@
  * and no device folio allocated; the pin and the CPU still see the same
  * pages. Unpinned, the range moves to the device and back.
  *
- * race: O_DIRECT reads and writes (pread/pwrite, or io_uring) pin the pages
- * of a range for the time of each I/O while another thread migrates the
- * same range to the device, brings it back, or unmaps it. Bounded in time
+ * race: O_DIRECT reads and writes (pread/pwrite, or io_uring, or io_uring
+ * on the pages registered as a fixed buffer for that one I/O, so that the
+ * FOLL_LONGTERM registration races too) pin the pages of a range for the
+ * time of each I/O while another thread migrates the same range to the
+ * device, brings it back, or unmaps it. Bounded in time
  * and seeded (HMM_FOLIO_SEED repeats a run); afterwards the block device
  * and memory must hold exactly what the I/O thread last wrote.
  *
@@ -759,6 +761,7 @@ TEST_F_TIMEOUT(pinned, never_collected, HMM_FOLIO_TIMEOUT(60))
 enum race_io {
 	RACE_PIO,	/* pwrite/pread on the O_DIRECT fd */
 	RACE_URING,	/* IORING_OP_WRITE/READ on it */
+	RACE_FIXED,	/* its pages a fixed buffer for one I/O: registered */
 };
 
 enum race_op {
@@ -807,6 +810,9 @@ RACE(pio, munmap, RACE_PIO, RACE_MUNMAP);
 RACE(uring, to_dev, RACE_URING, RACE_TO_DEV);
 RACE(uring, to_sys, RACE_URING, RACE_TO_SYS);
 RACE(uring, munmap, RACE_URING, RACE_MUNMAP);
+RACE(fixed, to_dev, RACE_FIXED, RACE_TO_DEV);
+RACE(fixed, to_sys, RACE_FIXED, RACE_TO_SYS);
+RACE(fixed, munmap, RACE_FIXED, RACE_MUNMAP);
 
 FIXTURE_SETUP(race)
 {
@@ -823,7 +829,7 @@ FIXTURE_SETUP(race)
 	pthread_mutex_init(&self->remap_lock, NULL);
 	HMM_FOLIO_REQUIRE(hmm_folio_fixture_open(&self->kmsg, &self->fd,
 						 HMM_FOLIO_NEED_THP, &why), why);
-	if (variant->io == RACE_URING)
+	if (variant->io != RACE_PIO)
 		HMM_FOLIO_REQUIRE(pin_ring_init(&self->ring, &why), why);
 	self->size = read_pmd_pagesize();
 	self->npages = self->size / psize();
@@ -935,11 +941,21 @@ static long race_rw(FIXTURE_DATA(race) *self,
 		    const FIXTURE_VARIANT(race) *variant, bool write,
 		    void *buf, size_t len, off_t off)
 {
-	long ret;
+	long ret, unreg;
 
 	if (variant->io == RACE_URING)
 		return pin_ring_rw(&self->ring, write, false, self->disk.fd,
 				   buf, len, off);
+	if (variant->io == RACE_FIXED) {
+		/* Pinned while the other thread migrates (or unmaps) it. */
+		ret = pin_ring_register(&self->ring, buf, len);
+		if (ret)
+			return ret;
+		ret = pin_ring_rw(&self->ring, write, true, self->disk.fd,
+				  buf, len, off);
+		unreg = pin_ring_unregister(&self->ring);
+		return ret < 0 || !unreg ? ret : unreg;
+	}
 	ret = write ? pwrite(self->disk.fd, buf, len, off) :
 		pread(self->disk.fd, buf, len, off);
 	return ret < 0 ? -errno : ret;
