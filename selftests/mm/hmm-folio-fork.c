@@ -167,23 +167,19 @@ FORK_ROW(parent, mremap, orig_last, true, DIV_MREMAP, ORD_ORIG_LAST);
 FORK_ROW(parent, mremap, orig_first, true, DIV_MREMAP, ORD_ORIG_FIRST);
 FORK_ROW(parent, mremap, reuse, true, DIV_MREMAP, ORD_REUSE);
 
-#define FORK_SHARED(who, h, pd, he)					\
-	FIXTURE_VARIANT_ADD(fork, who##_##h##_shared)			\
+/* A third process keeps the original folio: a sibling or a grandchild. */
+#define FORK_THIRD(who, h, pd, he, third, g)				\
+	FIXTURE_VARIANT_ADD(fork, who##_##h##_##third)			\
 	{ .how = he, .parent_diverges = pd, .order = ORD_ORIG_LAST,	\
-	  .shared = true }
-FORK_SHARED(child, dontneed, false, DIV_DONTNEED);
-FORK_SHARED(child, mremap, false, DIV_MREMAP);
-FORK_SHARED(parent, dontneed, true, DIV_DONTNEED);
-FORK_SHARED(parent, mremap, true, DIV_MREMAP);
-
-#define FORK_GRANDCHILD(who, h, pd, he)					\
-	FIXTURE_VARIANT_ADD(fork, who##_##h##_grandchild)		\
-	{ .how = he, .parent_diverges = pd, .order = ORD_ORIG_LAST,	\
-	  .shared = true, .grandchild = true }
-FORK_GRANDCHILD(child, dontneed, false, DIV_DONTNEED);
-FORK_GRANDCHILD(child, mremap, false, DIV_MREMAP);
-FORK_GRANDCHILD(parent, dontneed, true, DIV_DONTNEED);
-FORK_GRANDCHILD(parent, mremap, true, DIV_MREMAP);
+	  .shared = true, .grandchild = g }
+FORK_THIRD(child, dontneed, false, DIV_DONTNEED, shared, false);
+FORK_THIRD(child, mremap, false, DIV_MREMAP, shared, false);
+FORK_THIRD(parent, dontneed, true, DIV_DONTNEED, shared, false);
+FORK_THIRD(parent, mremap, true, DIV_MREMAP, shared, false);
+FORK_THIRD(child, dontneed, false, DIV_DONTNEED, grandchild, true);
+FORK_THIRD(child, mremap, false, DIV_MREMAP, grandchild, true);
+FORK_THIRD(parent, dontneed, true, DIV_DONTNEED, grandchild, true);
+FORK_THIRD(parent, mremap, true, DIV_MREMAP, grandchild, true);
 
 static int clear_soft_dirty(void)
 {

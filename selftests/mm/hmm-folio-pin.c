@@ -498,8 +498,7 @@ FIXTURE_SETUP(pinned)
 {
 	char path[] = "/tmp/hmm-folio-pinned.XXXXXX";
 	const char *why = NULL;
-	unsigned int pmd_order, i;
-	struct thp_settings s;
+	unsigned int pmd_order;
 
 	self->mirror = NULL;
 	self->bounce = NULL;
@@ -534,13 +533,7 @@ FIXTURE_SETUP(pinned)
 	}
 	self->pagemap = open("/proc/self/pagemap", O_RDONLY);
 	ASSERT_GE(self->pagemap, 0);
-	/* This size alone (hmm_folio_thp_setup() restores them all at exit). */
-	thp_read_settings(&s);
-	for (i = 0; i < NR_ORDERS; i++)
-		s.hugepages[i].enabled = THP_NEVER;
-	if (self->order)
-		s.hugepages[self->order].enabled = THP_INHERIT;
-	thp_write_settings(&s);
+	hmm_folio_thp_only(self->order);
 	self->mirror = malloc(self->size);
 	self->bounce = aligned_alloc(psize(), self->size);
 	self->pfns = calloc(self->npages, sizeof(*self->pfns));
@@ -642,6 +635,7 @@ static void pinned_io(struct __test_metadata *_metadata,
 TEST_F_TIMEOUT(pinned, never_collected, HMM_FOLIO_TIMEOUT(60))
 {
 	const unsigned int order = self->order;
+	const bool pmd = order == sz2ord(self->size, psize());
 	unsigned long nfolios = self->npages >> order, i, splits, anon, t0;
 	struct pin_longterm_test pin = {
 		.size = self->size, .flags = PIN_LONGTERM_TEST_FLAG_USE_WRITE,
@@ -662,8 +656,7 @@ TEST_F_TIMEOUT(pinned, never_collected, HMM_FOLIO_TIMEOUT(60))
 	if (order)
 		ASSERT_EQ(hmm_folio_size_stat(order, "nr_anon") - anon, nfolios);
 	ASSERT_EQ(hmm_folio_smaps_kb(self->p, "AnonHugePages:"),
-		  order == sz2ord(self->size, psize()) ?
-		  (long)(self->size >> 10) : 0);
+		  pmd ? (long)(self->size >> 10) : 0);
 	HMM_FOLIO_STEP_DONE("faulting the range in");
 
 	/* Pinned for the long term, writable. */
@@ -761,8 +754,7 @@ TEST_F_TIMEOUT(pinned, never_collected, HMM_FOLIO_TIMEOUT(60))
 	}
 	ASSERT_EQ(hmm_folio_to_device(self->fd, self->p, self->size,
 				      self->mirror, gen,
-				      order == sz2ord(self->size, psize()) ?
-				      HMM_FOLIO_PROT_DEV_PMD :
+				      pmd ? HMM_FOLIO_PROT_DEV_PMD :
 				      HMM_FOLIO_PROT_DEV_PTE), 0);
 	ASSERT_EQ(hmm_folio_back(self->fd, self->p, self->size, self->mirror,
 				 &gen, BACK_READ), 0);

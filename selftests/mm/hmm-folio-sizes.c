@@ -87,8 +87,6 @@ FIXTURE_VARIANT_ADD(mthp, order8) { .order = 8 };
 FIXTURE_SETUP(mthp)
 {
 	const char *why = NULL;
-	struct thp_settings s;
-	unsigned int i;
 
 	self->mirror = NULL;
 	self->pfns = NULL;
@@ -103,12 +101,7 @@ FIXTURE_SETUP(mthp)
 	ASSERT_TRUE(thp_supported_orders() & (1UL << variant->order))
 		TH_LOG("no %lukB anonymous THP size in this kernel",
 		       ((unsigned long)psize() << variant->order) >> 10);
-	/* This size alone (hmm_folio_thp_setup() restores them all at exit). */
-	thp_read_settings(&s);
-	for (i = 0; i < NR_ORDERS; i++)
-		s.hugepages[i].enabled = THP_NEVER;
-	s.hugepages[variant->order].enabled = THP_INHERIT;
-	thp_write_settings(&s);
+	hmm_folio_thp_only(variant->order);
 	self->mirror = malloc(self->size);
 	self->pfns = calloc(self->npages, sizeof(*self->pfns));
 	ASSERT_NE(self->mirror, NULL);

@@ -394,6 +394,19 @@ unsigned long hmm_folio_size_stat(unsigned int order, const char *name)
 	return thp_read_num(path);
 }
 
+void hmm_folio_thp_only(unsigned int order)
+{
+	struct thp_settings s;
+	unsigned int i;
+
+	thp_read_settings(&s);
+	for (i = 0; i < NR_ORDERS; i++)
+		s.hugepages[i].enabled = THP_NEVER;
+	if (order)
+		s.hugepages[order].enabled = THP_INHERIT;
+	thp_write_settings(&s);
+}
+
 long hmm_folio_smaps_kb(void *addr, const char *field)
 {
 	char pattern[32], buf[256], fmt[48];

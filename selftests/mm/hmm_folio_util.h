@@ -132,6 +132,12 @@ void hmm_folio_unmap_aligned(void *p, size_t size);
 /* A counter of the THP size of @order: hugepages-<kB>kB/stats/@name. */
 unsigned long hmm_folio_size_stat(unsigned int order, const char *name);
 /*
+ * Only the anonymous THP size of @order enabled ("inherit"), every other
+ * size, the PMD size too, "never"; @order 0: none at all, small pages.
+ * hmm_folio_thp_setup() restores them all at exit.
+ */
+void hmm_folio_thp_only(unsigned int order);
+/*
  * The lifecycle steps the programs' tables combine. Each checks what
  * belongs to it and the kernel log since the last step, prints what went
  * wrong and returns 0, or the number of problems, or -errno.
