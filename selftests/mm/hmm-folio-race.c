@@ -19,14 +19,18 @@
  * A window is a walker op that overlapped a migration (the mover was inside
  * a MIGRATE_TO_DEV or MIGRATE_TO_SYS when the op began or ended); each row
  * prints how many it opened per second and fails if it opened none.
- * Inside the kernel only the walkers that hold mmap_lock for reading (or
- * none) interleave with a migration, which test_hmm runs under the read
- * lock: pagemap, smaps, the madvise rows, move_pages and device_read.
- * mprotect, mremap, replace_half, mbind and fork take it for writing, so
- * their windows are waits for the lock: those rows meet every state the
- * mover leaves between migrations (device PMDs, split device PTEs, half
- * ranges), never a migration entry of the mover's, and no kernel change
- * can misbehave in them under this race alone. Each row runs RACE_MS by
+ * Inside the kernel the walkers that hold mmap_lock for reading (or none)
+ * interleave with a migration, which test_hmm runs under the read lock:
+ * pagemap, smaps, the madvise rows, move_pages and device_read. So does
+ * mbind's migration of the pages it queued (it queues them under the
+ * write lock and migrates them after dropping it), and fork's child,
+ * whose mapping of the folios it shares every migration of the mover
+ * unmaps too (rmap) while the child reads them. mprotect, mremap and
+ * replace_half hold mmap_lock for writing throughout, so their windows
+ * are waits for the lock: those rows meet every state the mover leaves
+ * between migrations (device PMDs, split device PTEs, half ranges), never
+ * a migration entry of the mover's, and no kernel change can misbehave in
+ * them under this race alone. Each row runs RACE_MS by
  * default (HMM_FOLIO_RACE_MS, run_tests.sh --race-ms, for a soak); the
  * mover's choices are seeded (HMM_FOLIO_SEED, printed).
  */
@@ -708,8 +712,13 @@ TEST_F_TIMEOUT(walk, vs_migration, HMM_FOLIO_TIMEOUT(60))
 		TH_LOG("known bug hmm_absent_pmd_offset: %lu device reads of unmapped device PMDs",
 		       self->absent_reads);
 	ASSERT_EQ(self->bad[0], 0) TH_LOG("%s", self->bad);
-	/* Both sides ran, and at the same time. */
-	ASSERT_GT(self->cycles, 0);
+	/*
+	 * Both sides ran, and at the same time. Against a walker that frees
+	 * pages most migrations to the device are partial (walk.madv_free:
+	 * 36 whole of 1162 in a 30 s run, none now and then in 2 s), and
+	 * their device copies are not checked: any migration counts there.
+	 */
+	ASSERT_GT(self->cycles + (variant->frees ? self->partial : 0), 0);
 	ASSERT_GT(self->ops, 0);
 	ASSERT_GT(self->windows, 0);
 	HMM_FOLIO_STEP_DONE("walker racing migrations");

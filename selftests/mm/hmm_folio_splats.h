@@ -20,6 +20,9 @@ HMM_FOLIO_SPLAT("Bad page map")
 HMM_FOLIO_SPLAT("Bad rss-counter state")
 HMM_FOLIO_SPLAT("page dumped because")
 HMM_FOLIO_SPLAT("VM_BUG_ON")
+/* a page table entry no swap device owns taken for swap: mm/swapfile.c */
+HMM_FOLIO_SPLAT("Bad swap file entry")
+HMM_FOLIO_SPLAT("Bad swap offset entry")
 /* list and refcount corruption */
 HMM_FOLIO_SPLAT("list_add corruption")
 HMM_FOLIO_SPLAT("list_del corruption")
