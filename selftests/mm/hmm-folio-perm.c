@@ -21,8 +21,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <setjmp.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,28 +219,6 @@ TEST_F_TIMEOUT(uffd_wp, survives_the_device, HMM_FOLIO_TIMEOUT(60))
 
 /* ------------------------------------------------------------------------ */
 
-static sigjmp_buf segv_jmp;
-
-static void on_segv(int sig)
-{
-	siglongjmp(segv_jmp, 1);
-}
-
-/* Whether a write of @v to @addr gets SIGSEGV. */
-static bool write_faults(uint64_t *addr, uint64_t v)
-{
-	struct sigaction sa = { .sa_handler = on_segv }, old;
-	bool faulted = false;
-
-	sigaction(SIGSEGV, &sa, &old);
-	if (sigsetjmp(segv_jmp, 1))
-		faulted = true;
-	else
-		__atomic_store_n(addr, v, __ATOMIC_RELAXED);
-	sigaction(SIGSEGV, &old, NULL);
-	return faulted;
-}
-
 FIXTURE(mprotect_ro)
 {
 	struct hmm_folio_kmsg kmsg;
@@ -299,7 +275,7 @@ TEST_F_TIMEOUT(mprotect_ro, write_faults, HMM_FOLIO_TIMEOUT(60))
 					    HMM_FOLIO_PROT_DEV_PMD_RO,
 					    "read-only on the device"), 0);
 	/* Refused before any fault handling: it stays on the device. */
-	ASSERT_TRUE(write_faults(w, 42));
+	ASSERT_TRUE(hmm_folio_write_faults(w, 42));
 	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, self->p, self->npages,
 					    HMM_FOLIO_PROT_DEV_PMD_RO,
 					    "after the refused write"), 0);
@@ -307,13 +283,13 @@ TEST_F_TIMEOUT(mprotect_ro, write_faults, HMM_FOLIO_TIMEOUT(60))
 
 	ASSERT_EQ(perm_back(self->fd, self->p, self->size, self->mirror, 1,
 			    variant->back), 0);
-	ASSERT_TRUE(write_faults(w, 42));
+	ASSERT_TRUE(hmm_folio_write_faults(w, 42));
 	ASSERT_EQ(hmm_folio_check_tags(self->p, self->size, (uintptr_t)self->p,
 				       1, "after the refused writes"), 0);
 	HMM_FOLIO_STEP_DONE("a write to the read-only THP back");
 
 	ASSERT_EQ(mprotect(self->p, self->size, PROT_READ | PROT_WRITE), 0);
-	ASSERT_FALSE(write_faults(w, 42));
+	ASSERT_FALSE(hmm_folio_write_faults(w, 42));
 	ASSERT_EQ(*w, 42);
 	*w = hmm_folio_tag((uintptr_t)w, 1);
 	ASSERT_EQ(hmm_folio_check_tags(self->p, self->size, (uintptr_t)self->p,

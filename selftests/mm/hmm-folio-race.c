@@ -30,7 +30,12 @@
  * are waits for the lock: those rows meet every state the mover leaves
  * between migrations (device PMDs, split device PTEs, half ranges), never
  * a migration entry of the mover's, and no kernel change can misbehave in
- * them under this race alone. Each row runs RACE_MS by
+ * them under this race alone. The evict_* rows race mprotect: there the
+ * mover brings every range back by evicting the device's memory
+ * (HMM_DMIRROR_RELEASE: migrate_device_range() finds the mappings by rmap
+ * and takes no mmap_lock), the walker acts once the eviction's migration
+ * entries are there, and writes a page while the range is read-only (the
+ * write must fault). Each row runs RACE_MS by
  * default (HMM_FOLIO_RACE_MS, run_tests.sh --race-ms, for a soak); the
  * mover's choices are seeded (HMM_FOLIO_SEED, printed).
  */
@@ -64,6 +69,7 @@
 #define RACE_RANGES	4
 #define RACE_MS_DEFAULT	2000
 #define RACE_STALL_MS	10000	/* a thread that did nothing for this long */
+#define RACE_EVICT_WAIT_MS 50	/* an evict_* walker waits for an eviction */
 
 enum race_walker {
 	W_PAGEMAP,	/* read the ranges' pagemap: every page present or swap */
@@ -113,7 +119,10 @@ static void seq_end(struct race_seqs *q, struct race_seq *s)
 	s->to_sys = (s->sys & 1) || sys != s->sys;
 }
 
-/* A migration ioctl of @fd inside the seqcount of its direction. */
+/*
+ * A migration ioctl of @fd inside the seqcount of its direction (an
+ * eviction, HMM_DMIRROR_RELEASE, moves to system memory).
+ */
 static int seq_migrate(struct race_seqs *q, int fd, unsigned long req,
 		       char *addr, void *buf, unsigned long npages,
 		       struct hmm_dmirror_cmd *cmd)
@@ -143,6 +152,7 @@ FIXTURE(walk)
 	/* __atomic: what each thread did */
 	unsigned long cycles, partial, collapsed, ops, refused, windows;
 	unsigned long sink;	/* what the CPU read faults read */
+	int cur;		/* __atomic: the range the mover moves */
 	int exited;
 	char bad[256];		/* the first thing that went wrong */
 	/*
@@ -161,6 +171,14 @@ FIXTURE_VARIANT(walk)
 	bool frees;		/* the walker drops pages: zero is valid data */
 	bool numa;		/* needs nodes 0 and 1 */
 	/*
+	 * The mover brings the pages back by evicting the device's memory
+	 * (HMM_DMIRROR_RELEASE: migrate_device_range(), which finds the
+	 * mappings by rmap and takes no mmap_lock) instead of migrating
+	 * the range back: the walkers that hold mmap_lock for writing race
+	 * that.
+	 */
+	bool evict;
+	/*
 	 * A known kernel bug this race meets that crashes a DEBUG_VM kernel
 	 * or spoils the rest of the run: the row SKIPs saying so, unless
 	 * HMM_FOLIO_CRASHERS=1 (run_tests.sh --crashers, make prove's run of
@@ -173,6 +191,8 @@ FIXTURE_VARIANT(walk)
 	FIXTURE_VARIANT_ADD(walk, name) { .walker = w, .frees = f, .numa = n }
 #define RACE_CRASHER(name, w, f, why)					\
 	FIXTURE_VARIANT_ADD(walk, name) { .walker = w, .frees = f, .crasher = why }
+#define RACE_EVICT(name, w, f)						\
+	FIXTURE_VARIANT_ADD(walk, name) { .walker = w, .frees = f, .evict = true }
 
 RACE_ROW(pagemap, W_PAGEMAP, false, false);
 RACE_ROW(smaps, W_SMAPS, false, false);
@@ -195,6 +215,8 @@ RACE_CRASHER(fork, W_FORK, false,
 /* reads a device PMD the mirror does not map: wrong pages in the mirror */
 RACE_CRASHER(device_read, W_DEVICE_READ, false,
 	     "known kernel bug that spoils the rest of its run: hmm_absent_pmd_offset");
+/* Back by eviction: rmap walks against mmap_lock held for writing. */
+RACE_EVICT(evict_mprotect, W_MPROTECT, false);
 
 static unsigned long race_ms(void)
 {
@@ -350,6 +372,31 @@ static bool mover_check(FIXTURE_DATA(walk) *self,
 	return !bad;
 }
 
+/*
+ * Back by eviction (FIXTURE_VARIANT(walk).evict): @mode 2 moves one page
+ * of range @p back first (the device THP splits: the eviction meets device
+ * PTEs and order-0 device folios; before lib/test_hmm 0014 the split left
+ * the head's backing page a large folio of no pages, and the eviction's
+ * copy of it ran over memory), then every page of the device is evicted to
+ * system memory. The release is refused (EBUSY) only while a migration of
+ * the device runs, and only the mover migrates: any error is a failure.
+ */
+static int race_evict(FIXTURE_DATA(walk) *self, char *p, int mode,
+		      unsigned int *seed)
+{
+	struct hmm_dmirror_cmd cmd = { 0 };
+	int ret = 0;
+
+	if (mode == 2)
+		ret = race_migrate(self, HMM_DMIRROR_MIGRATE_TO_SYS,
+				   p + (rand_r(seed) % self->npages) * psize(),
+				   NULL, 1);
+	if (ret < 0)
+		return ret;
+	return seq_migrate(&self->seqs, self->fd, HMM_DMIRROR_RELEASE, p, NULL,
+			   self->npages, &cmd);
+}
+
 static void *race_mover(void *arg)
 {
 	struct { FIXTURE_DATA(walk) *self; const FIXTURE_VARIANT(walk) *v; }
@@ -368,6 +415,7 @@ static void *race_mover(void *arg)
 		r = rand_r(&seed) % RACE_RANGES;
 		mode = rand_r(&seed) % 4;
 		p = range(self, r);
+		__atomic_store_n(&self->cur, r, __ATOMIC_RELEASE);
 		/* Mode 3 takes half a range: the THP is split. */
 		k = mode == 3 ? (rand_r(&seed) % 2) * half : 0;
 		ret = race_migrate(self, HMM_DMIRROR_MIGRATE_TO_DEV, p + k * ps,
@@ -391,7 +439,10 @@ static void *race_mover(void *arg)
 		__atomic_add_fetch(ret ? &self->partial : &self->cycles, 1,
 				   __ATOMIC_RELAXED);
 		ret = 0;
-		switch (mode) {
+		switch (variant->evict ? 4 : mode) {
+		case 4:		/* back by eviction */
+			ret = race_evict(self, p, rand_r(&seed) % 4, &seed);
+			break;
 		case 1:		/* back by CPU read faults */
 			__atomic_add_fetch(&self->seqs.sys, 1, __ATOMIC_ACQ_REL);
 			for (i = 0, sum = 0; i < n; i++)
@@ -413,17 +464,31 @@ static void *race_mover(void *arg)
 			break;
 		}
 		if (ret < 0) {
-			race_bad(self, "MIGRATE_TO_SYS of range %d: %s", r,
+			race_bad(self, "%s of range %d: %s",
+				 variant->evict ? "eviction" : "MIGRATE_TO_SYS", r,
 				 strerror(-ret));
 			break;
 		}
 		pthread_rwlock_rdlock(&self->view);
 		ret = mover_check(self, variant, p, n, p, "CPU view");
+		/*
+		 * mprotect() makes the PMD read-only, and only a write makes
+		 * it writable again: a write of every page's own first word
+		 * keeps the device entries (and the migration entries of the
+		 * eviction) writable, as mprotect() must see them.
+		 */
+		if (ret && variant->walker == W_MPROTECT)
+			for (i = 0; i < n; i++)
+				__atomic_store_n((uint64_t *)(p + i * ps),
+						 __atomic_load_n((uint64_t *)(p + i * ps),
+								 __ATOMIC_RELAXED),
+						 __ATOMIC_RELAXED);
 		pthread_rwlock_unlock(&self->view);
 		if (!ret)
 			break;
 		/* Split ranges become THPs again (when khugepaged could). */
-		if (mode >= 2 && !madvise(p, self->pmd, MADV_COLLAPSE))
+		if ((mode >= 2 || variant->evict) &&
+		    !madvise(p, self->pmd, MADV_COLLAPSE))
 			__atomic_add_fetch(&self->collapsed, 1, __ATOMIC_RELAXED);
 	}
 	__atomic_add_fetch(&self->exited, 1, __ATOMIC_RELEASE);
@@ -509,10 +574,11 @@ static int read_whole(const char *path, char *buf, size_t size)
 static int walk_once(FIXTURE_DATA(walk) *self,
 		     const FIXTURE_VARIANT(walk) *variant, int r, int node)
 {
-	unsigned long n = self->npages, i;
+	unsigned long n = self->npages, i, k;
 	char *p = range(self, r);
 	size_t ps = psize();
 	struct hmm_dmirror_cmd cmd;
+	struct race_seq s;
 	void *pages[512];
 	int status[512], nodes[512];
 	unsigned long mask;
@@ -557,6 +623,24 @@ static int walk_once(FIXTURE_DATA(walk) *self,
 	case W_MPROTECT:
 		if (mprotect(p, self->pmd, PROT_READ))
 			return -errno;
+		/*
+		 * Let an eviction that met the range in flight finish: the
+		 * PTEs it restores from the entries mprotect() changed must
+		 * be read-only. A write of a page's own first tag must fault
+		 * (the tag is computed, not read: a read would fault a device
+		 * page back).
+		 */
+		seq_begin(&self->seqs, &s);
+		for (k = now_ms() + RACE_STALL_MS; (s.sys & 1) && now_ms() < k &&
+		     __atomic_load_n(&self->seqs.sys, __ATOMIC_ACQUIRE) == s.sys;)
+			sched_yield();
+		i = s.sys % n;
+		if (!hmm_folio_write_faults((uint64_t *)(p + i * ps),
+					    hmm_folio_tag((uintptr_t)(p + i * ps),
+							  1)))
+			race_bad(self,
+				 "a write to page %lu of range %d went through while it was PROT_READ",
+				 i, r);
 		return mprotect(p, self->pmd, PROT_READ | PROT_WRITE) ? -errno : 0;
 	case W_MREMAP:
 		/* A PMD-aligned hole of our own, then there and back. */
@@ -641,6 +725,52 @@ static int walk_once(FIXTURE_DATA(walk) *self,
 	return -EINVAL;
 }
 
+/*
+ * An evict_* walker acts once the eviction (seqcount @sys, odd) replaced
+ * entries of range @r by migration entries: a pagemap entry of a swap type
+ * that the range's first read while the eviction ran did not show (those
+ * are the device's entries), or the eviction ended. Only with
+ * CAP_SYS_ADMIN does pagemap show swap types; without, the walker waits
+ * for the end of the eviction.
+ */
+static void race_wait_migration(FIXTURE_DATA(walk) *self, int r,
+				unsigned long sys)
+{
+	unsigned long n = self->npages < 512 ? self->npages : 512, i;
+	off_t off = (uintptr_t)range(self, r) / psize() * sizeof(uint64_t);
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	uint64_t pm[512], seen = 0;
+	bool first = true;
+
+	if (fd < 0)
+		return;
+	while (__atomic_load_n(&self->seqs.sys, __ATOMIC_ACQUIRE) == sys &&
+	       !race_stopped(self)) {
+		if (pread(fd, pm, n * sizeof(*pm), off) != (ssize_t)(n * sizeof(*pm)))
+			break;
+		for (i = 0; i < n; i++) {
+			if (!(pm[i] & PM_SWAP))
+				continue;
+			if (first)
+				seen |= 1ULL << (pm[i] & 0x1f);
+			else if (!(seen & (1ULL << (pm[i] & 0x1f))))
+				goto out;
+		}
+		first = false;
+	}
+out:
+	close(fd);
+}
+
+/*
+ * Walker ops that change what a range reads, or make it read-only (the
+ * mover writes it), hold the view for writing.
+ */
+static bool race_holds_view(const FIXTURE_VARIANT(walk) *v)
+{
+	return v->frees || v->walker == W_MPROTECT;
+}
+
 static void *race_walker(void *arg)
 {
 	struct { FIXTURE_DATA(walk) *self; const FIXTURE_VARIANT(walk) *v; }
@@ -648,17 +778,35 @@ static void *race_walker(void *arg)
 	FIXTURE_DATA(walk) *self = a->self;
 	unsigned int seed = self->seed ^ 0x5bd1e995U;
 	struct race_seq s;
+	unsigned long deadline, sys;
 	int ret, r, node = 1;
 
 	hmm_folio_pin_cpu(1);
 	while (!race_stopped(self)) {
 		r = rand_r(&seed) % RACE_RANGES;
-		if (a->v->frees)
+		/*
+		 * Against an eviction, act on the mover's range while one runs
+		 * (waiting at most RACE_EVICT_WAIT_MS for one), once it put
+		 * migration entries there: in between, the walker would change
+		 * the device's entries (mprotect() leaves them read-only for
+		 * good) long before the eviction meets them.
+		 */
+		if (a->v->evict) {
+			for (deadline = now_ms() + RACE_EVICT_WAIT_MS;
+			     !((sys = __atomic_load_n(&self->seqs.sys,
+						       __ATOMIC_ACQUIRE)) & 1) &&
+			     !race_stopped(self) && now_ms() < deadline;)
+				sched_yield();
+			r = __atomic_load_n(&self->cur, __ATOMIC_ACQUIRE);
+			if (sys & 1)
+				race_wait_migration(self, r, sys);
+		}
+		if (race_holds_view(a->v))
 			pthread_rwlock_wrlock(&self->view);
 		seq_begin(&self->seqs, &s);
 		ret = walk_once(self, a->v, r, node);
 		seq_end(&self->seqs, &s);
-		if (a->v->frees)
+		if (race_holds_view(a->v))
 			pthread_rwlock_unlock(&self->view);
 		if (ret < 0) {
 			race_bad(self, "walker on range %d: %s", r,

@@ -1080,6 +1080,88 @@ TEST_F_TIMEOUT(evict, close_after_reuse_from_the_end, HMM_FOLIO_TIMEOUT(30))
 }
 
 /*
+ * Eviction of a device THP split on the device. Moving one page of it back
+ * (MIGRATE_TO_SYS of page 1) splits the device folio into order-0 folios,
+ * and test_hmm's split callback splits its backing pages with it; then the
+ * device's memory is evicted (a mirror closed, or HMM_DMIRROR_RELEASE):
+ * every page comes back with its data. Before lib/test_hmm 0014 the head's
+ * backing page kept PG_head with no pages, and the eviction's copy of it
+ * ran over memory past its order-0 destination: the guest died.
+ */
+FIXTURE(evict_split)
+{
+	struct hmm_folio_kmsg kmsg;
+	int fd;
+};
+
+FIXTURE_VARIANT(evict_split)
+{
+	bool release;		/* HMM_DMIRROR_RELEASE, else a mirror closed */
+};
+
+FIXTURE_VARIANT_ADD(evict_split, close) { .release = false };
+FIXTURE_VARIANT_ADD(evict_split, release) { .release = true };
+
+FIXTURE_SETUP(evict_split)
+{
+	const char *why = NULL;
+
+	HMM_FOLIO_REQUIRE(hmm_folio_fixture_open(&self->kmsg, &self->fd,
+						 HMM_FOLIO_NEED_ALL, &why), why);
+}
+
+FIXTURE_TEARDOWN(evict_split)
+{
+	HMM_FOLIO_FAIL_ON_SPLATS(hmm_folio_fixture_close(&self->kmsg, &self->fd));
+}
+
+TEST_F_TIMEOUT(evict_split, one_page_back_then_evict, HMM_FOLIO_TIMEOUT(30))
+{
+	size_t size = read_pmd_pagesize(), ps = psize();
+	unsigned long npages = size / ps, i;
+	struct hmm_dmirror_devpfn *pfns = calloc(npages, sizeof(*pfns));
+	struct hmm_dmirror_cmd cmd;
+	const char *why;
+	char *p;
+	int fd;
+
+	ASSERT_NE(pfns, NULL);
+	p = hmm_folio_thp_on_device(self->fd, size, 1);
+	ASSERT_NE(p, NULL);
+	ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_MIGRATE_TO_SYS, p + ps,
+				NULL, 1, &cmd), 0);
+	ASSERT_EQ(cmd.cpages, 1);
+	ASSERT_EQ(hmm_folio_devpfn(self->fd, p, npages, pfns), 0);
+	for (i = 0; i < npages; i++) {
+		if (i == 1)
+			continue;
+		ASSERT_EQ(pfns[i].order, 0)
+			TH_LOG("page %lu still in a folio of order %u on the device",
+			       i, pfns[i].order);
+	}
+	ASSERT_EQ(hmm_folio_check_invariants(self->fd, HMM_DMIRROR_CHECK_RANGE,
+					     0, p, npages), 0);
+	HMM_FOLIO_STEP_DONE("one page of a device THP back: the folio split");
+
+	if (variant->release) {
+		ASSERT_EQ(hmm_folio_cmd(self->fd, HMM_DMIRROR_RELEASE, p, NULL,
+					npages, NULL), 0);
+	} else {
+		fd = hmm_folio_open(0, &why);
+		ASSERT_GE(fd, 0) TH_LOG("%s", why);
+		ASSERT_EQ(close(fd), 0);
+	}
+	ASSERT_EQ(hmm_folio_snapshot_expect(self->fd, p, npages,
+					    HMM_FOLIO_SNAP_SYSTEM,
+					    "after the eviction"), 0);
+	ASSERT_EQ(hmm_folio_check_tags(p, size, (uintptr_t)p, 1,
+				       "CPU view after the eviction"), 0);
+	HMM_FOLIO_STEP_DONE("the eviction of the split folio");
+	ASSERT_EQ(munmap(p, size), 0);
+	free(pfns);
+}
+
+/*
  * Kernel bugs this suite found (selftests/fixes/known-bugs): each test
  * reports its bug only on the bug's exact symptom.
  *

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -425,6 +426,27 @@ long hmm_folio_smaps_kb(void *addr, const char *field)
 		ret = kb;
 	fclose(fp);
 	return ret;
+}
+
+static __thread sigjmp_buf write_faults_jmp;
+
+static void write_faults_segv(int sig)
+{
+	siglongjmp(write_faults_jmp, 1);
+}
+
+bool hmm_folio_write_faults(uint64_t *addr, uint64_t v)
+{
+	struct sigaction sa = { .sa_handler = write_faults_segv }, old;
+	bool faulted = false;
+
+	sigaction(SIGSEGV, &sa, &old);
+	if (sigsetjmp(write_faults_jmp, 1))
+		faulted = true;
+	else
+		__atomic_store_n(addr, v, __ATOMIC_RELAXED);
+	sigaction(SIGSEGV, &old, NULL);
+	return faulted;
 }
 
 /* Whether the VMA at @addr maps @size bytes of THP (AnonHugePages). */

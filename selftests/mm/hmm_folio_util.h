@@ -128,6 +128,11 @@ void *hmm_folio_map_aligned(size_t size);
 bool hmm_folio_is_thp(void *addr, size_t size);
 /* @field ("Rss:") of the smaps entry of the VMA at @addr in kB, or -1. */
 long hmm_folio_smaps_kb(void *addr, const char *field);
+/*
+ * Whether a store of @v to @addr gets SIGSEGV (caught; the SIGSEGV action
+ * is restored). Safe in threads: only the calling thread's fault jumps.
+ */
+bool hmm_folio_write_faults(uint64_t *addr, uint64_t v);
 void hmm_folio_unmap_aligned(void *p, size_t size);
 /* A counter of the THP size of @order: hugepages-<kB>kB/stats/@name. */
 unsigned long hmm_folio_size_stat(unsigned int order, const char *name);
