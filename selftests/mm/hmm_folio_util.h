@@ -130,7 +130,8 @@ bool hmm_folio_is_thp(void *addr, size_t size);
 long hmm_folio_smaps_kb(void *addr, const char *field);
 /*
  * Whether a store of @v to @addr gets SIGSEGV (caught; the SIGSEGV action
- * is restored). Safe in threads: only the calling thread's fault jumps.
+ * is restored). Each thread jumps back through its own buffer, but the
+ * action is the process's: no other thread may fault meanwhile.
  */
 bool hmm_folio_write_faults(uint64_t *addr, uint64_t v);
 void hmm_folio_unmap_aligned(void *p, size_t size);
