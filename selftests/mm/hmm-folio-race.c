@@ -35,10 +35,12 @@
  * (HMM_DMIRROR_RELEASE: migrate_device_range() finds the mappings by rmap
  * and takes no mmap_lock), the walker acts once the eviction's migration
  * entries are there, and writes a page while the range is read-only (the
- * write must fault). Each row runs RACE_MS by
+ * write must fault); evict_mprotect_half makes only the second half
+ * read-only, which splits the eviction's PMD migration entry. Each row runs RACE_MS by
  * default (HMM_FOLIO_RACE_MS, run_tests.sh --race-ms, for a soak); the
  * mover's choices are seeded (HMM_FOLIO_SEED, printed).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -81,6 +83,7 @@ enum race_walker {
 	W_DONTNEED,	/* MADV_DONTNEED of a range: its pages read zero */
 	W_COLLAPSE,	/* MADV_COLLAPSE (may refuse) */
 	W_MPROTECT,	/* read-only, then writable again */
+	W_MPROTECT_HALF, /* the same, of the second half: the PMD splits */
 	W_MREMAP,	/* moved away (MREMAP_DONTUNMAP) and back */
 	W_REPLACE_HALF,	/* second half replaced by a new mapping (a partial zap) */
 	W_MBIND,	/* mbind(MPOL_BIND, MPOL_MF_MOVE) to the other node */
@@ -217,6 +220,13 @@ RACE_CRASHER(device_read, W_DEVICE_READ, false,
 	     "known kernel bug that spoils the rest of its run: hmm_absent_pmd_offset");
 /* Back by eviction: rmap walks against mmap_lock held for writing. */
 RACE_EVICT(evict_mprotect, W_MPROTECT, false);
+RACE_EVICT(evict_mprotect_half, W_MPROTECT_HALF, false);
+
+/* The walker makes (part of) the range read-only: the mover writes it back. */
+static bool race_mprotects(const FIXTURE_VARIANT(walk) *v)
+{
+	return v->walker == W_MPROTECT || v->walker == W_MPROTECT_HALF;
+}
 
 static unsigned long race_ms(void)
 {
@@ -477,7 +487,7 @@ static void *race_mover(void *arg)
 		 * keeps the device entries (and the migration entries of the
 		 * eviction) writable, as mprotect() must see them.
 		 */
-		if (ret && variant->walker == W_MPROTECT)
+		if (ret && race_mprotects(variant))
 			for (i = 0; i < n; i++)
 				__atomic_store_n((uint64_t *)(p + i * ps),
 						 __atomic_load_n((uint64_t *)(p + i * ps),
@@ -574,7 +584,7 @@ static int read_whole(const char *path, char *buf, size_t size)
 static int walk_once(FIXTURE_DATA(walk) *self,
 		     const FIXTURE_VARIANT(walk) *variant, int r, int node)
 {
-	unsigned long n = self->npages, i, k;
+	unsigned long n = self->npages, i, k, h;
 	char *p = range(self, r);
 	size_t ps = psize();
 	struct hmm_dmirror_cmd cmd;
@@ -621,7 +631,10 @@ static int walk_once(FIXTURE_DATA(walk) *self,
 		return errno == EAGAIN || errno == EINVAL || errno == ENOMEM ?
 			1 : -errno;
 	case W_MPROTECT:
-		if (mprotect(p, self->pmd, PROT_READ))
+	case W_MPROTECT_HALF:
+		/* Of the second half only, the PMD (and its entry) splits. */
+		h = variant->walker == W_MPROTECT_HALF ? n / 2 : 0;
+		if (mprotect(p + h * ps, self->pmd - h * ps, PROT_READ))
 			return -errno;
 		/*
 		 * Let an eviction that met the range in flight finish: the
@@ -634,14 +647,15 @@ static int walk_once(FIXTURE_DATA(walk) *self,
 		for (k = now_ms() + RACE_STALL_MS; (s.sys & 1) && now_ms() < k &&
 		     __atomic_load_n(&self->seqs.sys, __ATOMIC_ACQUIRE) == s.sys;)
 			sched_yield();
-		i = s.sys % n;
+		i = h + s.sys % (n - h);
 		if (!hmm_folio_write_faults((uint64_t *)(p + i * ps),
 					    hmm_folio_tag((uintptr_t)(p + i * ps),
 							  1)))
 			race_bad(self,
 				 "a write to page %lu of range %d went through while it was PROT_READ",
 				 i, r);
-		return mprotect(p, self->pmd, PROT_READ | PROT_WRITE) ? -errno : 0;
+		return mprotect(p + h * ps, self->pmd - h * ps,
+				PROT_READ | PROT_WRITE) ? -errno : 0;
 	case W_MREMAP:
 		/* A PMD-aligned hole of our own, then there and back. */
 		res = mmap(NULL, 2 * self->pmd, PROT_NONE,
@@ -768,7 +782,7 @@ out:
  */
 static bool race_holds_view(const FIXTURE_VARIANT(walk) *v)
 {
-	return v->frees || v->walker == W_MPROTECT;
+	return v->frees || race_mprotects(v);
 }
 
 static void *race_walker(void *arg)
@@ -823,6 +837,39 @@ static void *race_walker(void *arg)
 	return NULL;
 }
 
+/*
+ * Where a stuck thread waits in the kernel: each task's /proc stack (root
+ * and CONFIG_STACKTRACE; nothing otherwise), as "# " lines.
+ */
+static void race_dump_stacks(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	char path[300], buf[4096];
+	ssize_t got;
+	int fd;
+
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/stack", e->d_name);
+		fd = open(path, O_RDONLY);
+		if (fd < 0)
+			continue;
+		got = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (got <= 0)
+			continue;
+		buf[got] = 0;
+		fprintf(stderr, "# task %s:\n", e->d_name);
+		for (char *l = strtok(buf, "\n"); l; l = strtok(NULL, "\n"))
+			fprintf(stderr, "#   %s\n", l);
+	}
+	closedir(d);
+}
+
 TEST_F_TIMEOUT(walk, vs_migration, HMM_FOLIO_TIMEOUT(60))
 {
 	struct { FIXTURE_DATA(walk) *self; const FIXTURE_VARIANT(walk) *v; }
@@ -842,7 +889,9 @@ TEST_F_TIMEOUT(walk, vs_migration, HMM_FOLIO_TIMEOUT(60))
 	ms = hmm_folio_race_watch(&self->stop, &self->exited, rounds, dur,
 				  RACE_STALL_MS * hmm_folio_timeout_scale(),
 				  &stuck);
-	/* Stuck in the kernel: fail, leave the threads. */
+	/* Stuck in the kernel: say where, fail, leave the threads. */
+	if (!ms)
+		race_dump_stacks();
 	ASSERT_NE(ms, 0)
 		TH_LOG("the %s is stuck (%lu cycles, %lu walker ops)",
 		       stuck ? "walker" : "mover", self->cycles + self->partial,
