@@ -36,9 +36,9 @@
  * and takes no mmap_lock), the walker acts once the eviction's migration
  * entries are there, and writes a page while the range is read-only (the
  * write must fault); evict_mprotect_half makes only the second half
- * read-only, which splits the eviction's PMD migration entry. Each row runs RACE_MS by
- * default (HMM_FOLIO_RACE_MS, run_tests.sh --race-ms, for a soak); the
- * mover's choices are seeded (HMM_FOLIO_SEED, printed).
+ * read-only, which splits the eviction's PMD migration entry. Each row
+ * runs RACE_MS by default (HMM_FOLIO_RACE_MS, run_tests.sh --race-ms, for
+ * a soak); the mover's choices are seeded (HMM_FOLIO_SEED, printed).
  */
 #include <dirent.h>
 #include <errno.h>
