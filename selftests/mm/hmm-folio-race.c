@@ -40,7 +40,6 @@
  * runs RACE_MS by default (HMM_FOLIO_RACE_MS, run_tests.sh --race-ms, for
  * a soak); the mover's choices are seeded (HMM_FOLIO_SEED, printed).
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -837,39 +836,6 @@ static void *race_walker(void *arg)
 	return NULL;
 }
 
-/*
- * Where a stuck thread waits in the kernel: each task's /proc stack (root
- * and CONFIG_STACKTRACE; nothing otherwise), as "# " lines.
- */
-static void race_dump_stacks(void)
-{
-	DIR *d = opendir("/proc/self/task");
-	struct dirent *e;
-	char path[300], buf[4096];
-	ssize_t got;
-	int fd;
-
-	if (!d)
-		return;
-	while ((e = readdir(d))) {
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/self/task/%s/stack", e->d_name);
-		fd = open(path, O_RDONLY);
-		if (fd < 0)
-			continue;
-		got = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (got <= 0)
-			continue;
-		buf[got] = 0;
-		fprintf(stderr, "# task %s:\n", e->d_name);
-		for (char *l = strtok(buf, "\n"); l; l = strtok(NULL, "\n"))
-			fprintf(stderr, "#   %s\n", l);
-	}
-	closedir(d);
-}
-
 TEST_F_TIMEOUT(walk, vs_migration, HMM_FOLIO_TIMEOUT(60))
 {
 	struct { FIXTURE_DATA(walk) *self; const FIXTURE_VARIANT(walk) *v; }
@@ -889,9 +855,7 @@ TEST_F_TIMEOUT(walk, vs_migration, HMM_FOLIO_TIMEOUT(60))
 	ms = hmm_folio_race_watch(&self->stop, &self->exited, rounds, dur,
 				  RACE_STALL_MS * hmm_folio_timeout_scale(),
 				  &stuck);
-	/* Stuck in the kernel: say where, fail, leave the threads. */
-	if (!ms)
-		race_dump_stacks();
+	/* Stuck in the kernel (the watch said where): fail, leave them. */
 	ASSERT_NE(ms, 0)
 		TH_LOG("the %s is stuck (%lu cycles, %lu walker ops)",
 		       stuck ? "walker" : "mover", self->cycles + self->partial,

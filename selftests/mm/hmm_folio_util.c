@@ -2,6 +2,7 @@
 /*
  * Helpers shared by the device-private large folio tests.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -975,6 +976,39 @@ unsigned long hmm_folio_mono_us(void)
 	return ts.tv_sec * 1000000UL + ts.tv_nsec / 1000;
 }
 
+/*
+ * Where a stuck thread waits in the kernel: each task's /proc stack (root
+ * and CONFIG_STACKTRACE; nothing otherwise), as "# " lines.
+ */
+static void race_dump_stacks(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	char path[300], buf[4096];
+	ssize_t got;
+	int fd;
+
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/stack", e->d_name);
+		fd = open(path, O_RDONLY);
+		if (fd < 0)
+			continue;
+		got = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (got <= 0)
+			continue;
+		buf[got] = 0;
+		fprintf(stderr, "# task %s:\n", e->d_name);
+		for (char *l = strtok(buf, "\n"); l; l = strtok(NULL, "\n"))
+			fprintf(stderr, "#   %s\n", l);
+	}
+	closedir(d);
+}
+
 unsigned long hmm_folio_race_watch(bool *stop, int *exited,
 				   unsigned long *const rounds[2][2],
 				   unsigned long ms, unsigned long stall_ms,
@@ -999,6 +1033,7 @@ unsigned long hmm_folio_race_watch(bool *stop, int *exited,
 			return now - start + 1;
 		for (i = 0; i < 2; i++) {
 			if (now - moved[i] >= stall_ms) {
+				race_dump_stacks();
 				*stuck = i;
 				return 0;
 			}

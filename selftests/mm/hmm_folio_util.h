@@ -340,8 +340,9 @@ unsigned long hmm_folio_mono_us(void);
  * @rounds[0] and @rounds[1] (each a pair of counters, read __atomic) and
  * add themselves to @exited (__atomic) when they return: after @ms it sets
  * @stop (__atomic) and waits for both to exit. Returns the milliseconds
- * it ran, or 0 when thread 0 or 1 (*@stuck) did no round for @stall_ms:
- * a thread stuck in the kernel cannot be joined, the caller fails.
+ * it ran, or 0 when thread 0 or 1 (*@stuck) did no round for @stall_ms,
+ * after printing each thread's /proc stack as "# " lines: a thread stuck
+ * in the kernel cannot be joined, the caller fails.
  */
 unsigned long hmm_folio_race_watch(bool *stop, int *exited,
 				   unsigned long *const rounds[2][2],
