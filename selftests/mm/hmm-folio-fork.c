@@ -181,16 +181,6 @@ FORK_THIRD(child, mremap, false, DIV_MREMAP, grandchild, true);
 FORK_THIRD(parent, dontneed, true, DIV_DONTNEED, grandchild, true);
 FORK_THIRD(parent, mremap, true, DIV_MREMAP, grandchild, true);
 
-static int clear_soft_dirty(void)
-{
-	int fd = open("/proc/self/clear_refs", O_WRONLY);
-	int ret = fd >= 0 && write(fd, "4", 1) == 1 ? 0 : -errno;
-
-	if (fd >= 0)
-		close(fd);
-	return ret;
-}
-
 /* ---- the steps, in whichever process runs them ---- */
 
 #define SIDE_BAD(s, fmt, ...) ({					\
@@ -569,7 +559,7 @@ FIXTURE_SETUP(fork)
 	 * (a VM_BUG_ON on 7.2; crashers.* pin it). Nothing here writes the
 	 * original folio again.
 	 */
-	ASSERT_EQ(clear_soft_dirty(), 0);
+	ASSERT_EQ(hmm_folio_clear_soft_dirty(), 0);
 	/* A child that died is a failed step, not a SIGPIPE. */
 	signal(SIGPIPE, SIG_IGN);
 	ASSERT_EQ(fork_peer(self, CHILD, "child", variant->how,

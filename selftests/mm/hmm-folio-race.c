@@ -30,15 +30,18 @@
  * are waits for the lock: those rows meet every state the mover leaves
  * between migrations (device PMDs, split device PTEs, half ranges), never
  * a migration entry of the mover's, and no kernel change can misbehave in
- * them under this race alone. The evict_* rows race mprotect: there the
- * mover brings every range back by evicting the device's memory
- * (HMM_DMIRROR_RELEASE: migrate_device_range() finds the mappings by rmap
- * and takes no mmap_lock), the walker acts once the eviction's migration
- * entries are there, and writes a page while the range is read-only (the
- * write must fault); evict_mprotect_half makes only the second half
- * read-only, which splits the eviction's PMD migration entry. Each row
- * runs RACE_MS by default (HMM_FOLIO_RACE_MS, run_tests.sh --race-ms, for
- * a soak); the mover's choices are seeded (HMM_FOLIO_SEED, printed).
+ * them under this race alone. The evict_* rows race those walkers with
+ * a migration: there the mover brings every range back by evicting the
+ * device's memory (HMM_DMIRROR_RELEASE: migrate_device_range() finds the
+ * mappings by rmap and takes no mmap_lock), and the walker acts once the
+ * eviction's migration entries are there. evict_mprotect writes a page
+ * while the range is read-only (the write must fault); evict_mprotect_half
+ * makes only the second half read-only, which splits the eviction's PMD
+ * migration entry; evict_mremap clears soft-dirty, moves the range away
+ * and reads pagemap there (a PMD moved reads soft-dirty), then moves it
+ * back. Each row runs RACE_MS by default (HMM_FOLIO_RACE_MS,
+ * run_tests.sh --race-ms, for a soak); the mover's choices are seeded
+ * (HMM_FOLIO_SEED, printed).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -155,6 +158,13 @@ FIXTURE(walk)
 	unsigned long cycles, partial, collapsed, ops, refused, windows;
 	unsigned long sink;	/* what the CPU read faults read */
 	int cur;		/* __atomic: the range the mover moves */
+	/*
+	 * The walker's: the mover's seqcount of migrations to the device
+	 * when the eviction the walker waited for ran (odd: none met).
+	 */
+	unsigned long evict_dev;
+	/* evict_mremap: PMDs moved and checked, still migrating there */
+	unsigned long moved_pmds, moved_migrating;
 	int exited;
 	char bad[256];		/* the first thing that went wrong */
 	/*
@@ -220,6 +230,7 @@ RACE_CRASHER(device_read, W_DEVICE_READ, false,
 /* Back by eviction: rmap walks against mmap_lock held for writing. */
 RACE_EVICT(evict_mprotect, W_MPROTECT, false);
 RACE_EVICT(evict_mprotect_half, W_MPROTECT_HALF, false);
+RACE_EVICT(evict_mremap, W_MREMAP, true);
 
 /* The walker makes (part of) the range read-only: the mover writes it back. */
 static bool race_mprotects(const FIXTURE_VARIANT(walk) *v)
@@ -579,6 +590,52 @@ static int read_whole(const char *path, char *buf, size_t size)
 	return got < 0 ? -errno : all ? 0 : -EIO;
 }
 
+/*
+ * mremap() marks soft-dirty each PMD entry it moves, present or migration
+ * (move_soft_dirty_pmd()), and the THP restored from a moved migration
+ * entry keeps the bit: after clear_refs, a range that is one PMD entry at
+ * @q (smaps counts it in AnonHugePages) reads soft-dirty on every page.
+ * Not so for PTEs, whose page table move_normal_pmd() moves as it is, nor
+ * for a device-private PMD, which move_soft_dirty_pmd() leaves alone
+ * (known bug mremap_device_pmd_soft_dirty): the walker moves the range
+ * once the eviction put its migration entry there (race_wait_migration()),
+ * and checks only if no migration to the device ran since the eviction
+ * began.
+ */
+static int race_check_moved(FIXTURE_DATA(walk) *self, int r, char *q)
+{
+	uint64_t *pm = self->wbuf;
+	size_t len = self->npages * sizeof(*pm);
+	unsigned long i;
+	bool pmd;
+	int fd;
+
+	if ((self->evict_dev & 1) ||
+	    __atomic_load_n(&self->seqs.dev, __ATOMIC_ACQUIRE) != self->evict_dev)
+		return 0;
+	pmd = check_huge_anon(q, 1, self->pmd);
+	fd = open("/proc/self/pagemap", O_RDONLY);
+	if (fd < 0)
+		return -errno;
+	if (pread(fd, pm, len, (uintptr_t)q / psize() * sizeof(*pm)) !=
+	    (ssize_t)len) {
+		close(fd);
+		return -EIO;
+	}
+	close(fd);
+	self->moved_pmds += pmd;
+	self->moved_migrating += pmd && (pm[0] & PM_SWAP);
+	for (i = 0; pmd && i < self->npages; i++) {
+		if (!(pm[i] & (PM_PRESENT | PM_SWAP)) || (pm[i] & PM_SOFT_DIRTY))
+			continue;
+		race_bad(self,
+			 "mremap of range %d during an eviction: page %lu of the PMD moved is not soft-dirty (pagemap %#llx)",
+			 r, i, (unsigned long long)pm[i]);
+		break;
+	}
+	return 0;
+}
+
 /* The walker's op on range @r; returns 0, 1 (refused as allowed) or -errno. */
 static int walk_once(FIXTURE_DATA(walk) *self,
 		     const FIXTURE_VARIANT(walk) *variant, int r, int node)
@@ -662,13 +719,16 @@ static int walk_once(FIXTURE_DATA(walk) *self,
 		if (res == MAP_FAILED)
 			return -errno;
 		q = (char *)(((uintptr_t)res + self->pmd - 1) & ~(self->pmd - 1));
-		ret = 0;
-		if (mremap(p, self->pmd, self->pmd,
-			   MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP,
-			   q) == MAP_FAILED)
+		/* Against an eviction: soft-dirty cleared, moves checked. */
+		ret = variant->evict ? hmm_folio_clear_soft_dirty() : 0;
+		if (!ret && mremap(p, self->pmd, self->pmd,
+				   MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP,
+				   q) == MAP_FAILED)
 			ret = -errno;
-		else if (mremap(q, self->pmd, self->pmd,
-				MREMAP_MAYMOVE | MREMAP_FIXED, p) == MAP_FAILED)
+		if (!ret && variant->evict)
+			ret = race_check_moved(self, r, q);
+		if (!ret && mremap(q, self->pmd, self->pmd,
+				   MREMAP_MAYMOVE | MREMAP_FIXED, p) == MAP_FAILED)
 			ret = -errno;
 		munmap(res, 2 * self->pmd);
 		return ret;
@@ -811,8 +871,12 @@ static void *race_walker(void *arg)
 			     !race_stopped(self) && now_ms() < deadline;)
 				sched_yield();
 			r = __atomic_load_n(&self->cur, __ATOMIC_ACQUIRE);
-			if (sys & 1)
+			self->evict_dev = 1;
+			if (sys & 1) {
+				self->evict_dev = __atomic_load_n(&self->seqs.dev,
+								  __ATOMIC_ACQUIRE);
 				race_wait_migration(self, r, sys);
+			}
 		}
 		if (race_holds_view(a->v))
 			pthread_rwlock_wrlock(&self->view);
@@ -866,6 +930,9 @@ TEST_F_TIMEOUT(walk, vs_migration, HMM_FOLIO_TIMEOUT(60))
 	       ms, self->cycles, self->partial, self->collapsed, self->ops,
 	       self->refused);
 	TH_LOG("%lu windows (%lu/s)", self->windows, self->windows * 1000 / ms);
+	if (variant->evict && variant->walker == W_MREMAP)
+		TH_LOG("%lu PMDs moved in an eviction, %lu still migrating: soft-dirty",
+		       self->moved_pmds, self->moved_migrating);
 	if (self->holes)
 		TH_LOG("known bug set_pmd_migration_entry_pmd_none: %lu pagemap holes",
 		       self->holes);

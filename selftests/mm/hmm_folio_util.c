@@ -968,6 +968,16 @@ void hmm_folio_pin_cpu(int cpu)
 	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 }
 
+int hmm_folio_clear_soft_dirty(void)
+{
+	int fd = open("/proc/self/clear_refs", O_WRONLY);
+	int ret = fd >= 0 && write(fd, "4", 1) == 1 ? 0 : -errno;
+
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
 unsigned long hmm_folio_mono_us(void)
 {
 	struct timespec ts;

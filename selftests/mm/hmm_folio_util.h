@@ -336,6 +336,12 @@ void hmm_folio_pin_cpu(int cpu);
 unsigned long hmm_folio_mono_us(void);
 
 /*
+ * clear_refs 4 of the calling process: soft-dirty cleared (and present
+ * entries write-protected) everywhere. 0 or -errno, from any thread.
+ */
+int hmm_folio_clear_soft_dirty(void);
+
+/*
  * The watch over a race of two threads that count their rounds in
  * @rounds[0] and @rounds[1] (each a pair of counters, read __atomic) and
  * add themselves to @exited (__atomic) when they return: after @ms it sets
