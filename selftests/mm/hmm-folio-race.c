@@ -613,7 +613,7 @@ static int race_check_moved(FIXTURE_DATA(walk) *self, int r, char *q)
 	if ((self->evict_dev & 1) ||
 	    __atomic_load_n(&self->seqs.dev, __ATOMIC_ACQUIRE) != self->evict_dev)
 		return 0;
-	pmd = check_huge_anon(q, 1, self->pmd);
+	pmd = hmm_folio_smaps_kb(q, "AnonHugePages:") == (long)(self->pmd >> 10);
 	fd = open("/proc/self/pagemap", O_RDONLY);
 	if (fd < 0)
 		return -errno;
