@@ -39,7 +39,10 @@
  * makes only the second half read-only, which splits the eviction's PMD
  * migration entry; evict_mremap clears soft-dirty, moves the range away
  * and reads pagemap there (a PMD moved reads soft-dirty), then moves it
- * back. Each row runs RACE_MS by default (HMM_FOLIO_RACE_MS,
+ * back; evict_replace_half maps a new range over the second half, which
+ * splits the eviction's PMD migration entry and zaps the second half's
+ * entries (the first half must keep its tags; the second may read zero).
+ * Each row runs RACE_MS by default (HMM_FOLIO_RACE_MS,
  * run_tests.sh --race-ms, for a soak); the mover's choices are seeded
  * (HMM_FOLIO_SEED, printed).
  */
@@ -231,6 +234,7 @@ RACE_CRASHER(device_read, W_DEVICE_READ, false,
 RACE_EVICT(evict_mprotect, W_MPROTECT, false);
 RACE_EVICT(evict_mprotect_half, W_MPROTECT_HALF, false);
 RACE_EVICT(evict_mremap, W_MREMAP, true);
+RACE_EVICT(evict_replace_half, W_REPLACE_HALF, true);
 
 /* The walker makes (part of) the range read-only: the mover writes it back. */
 static bool race_mprotects(const FIXTURE_VARIANT(walk) *v)
@@ -324,12 +328,17 @@ static void race_bad(FIXTURE_DATA(walk) *self, const char *fmt, ...)
 	__atomic_store_n(&self->stop, true, __ATOMIC_RELEASE);
 }
 
+/* race_bad_pages(): no page may read zero. */
+#define RACE_NO_ZERO	(~(size_t)0)
+
 /*
  * Pages of @buf (@npages, the data of user address @addr) that hold
- * neither their tags nor, if @zero_ok, zeroes.
+ * neither their tags nor, at offset @zero_from of their PMD-sized range
+ * (@pmd) or beyond, zeroes.
  */
 static unsigned long race_bad_pages(const char *buf, unsigned long npages,
-				    uintptr_t addr, bool zero_ok)
+				    uintptr_t addr, size_t pmd,
+				    size_t zero_from)
 {
 	size_t ps = psize();
 	unsigned long i, bad = 0;
@@ -339,11 +348,25 @@ static unsigned long race_bad_pages(const char *buf, unsigned long npages,
 
 		if (hmm_folio_page_is(pg, addr + i * ps, 1))
 			continue;
-		if (zero_ok && !hmm_folio_nonzero_pages(pg, ps))
+		if (((addr + i * ps) & (pmd - 1)) >= zero_from &&
+		    !hmm_folio_nonzero_pages(pg, ps))
 			continue;
 		bad++;
 	}
 	return bad;
+}
+
+/*
+ * Where a range may read zero: where the walker drops pages, which
+ * replace_half does to the second half only (nothing writes the tags
+ * again, and the first half keeps them).
+ */
+static size_t race_zero_from(FIXTURE_DATA(walk) *self,
+			     const FIXTURE_VARIANT(walk) *v)
+{
+	if (!v->frees)
+		return RACE_NO_ZERO;
+	return v->walker == W_REPLACE_HALF ? self->pmd / 2 : 0;
 }
 
 static char *range(FIXTURE_DATA(walk) *self, int r)
@@ -380,7 +403,8 @@ static bool mover_check(FIXTURE_DATA(walk) *self,
 			unsigned long npages, const char *buf, const char *what)
 {
 	unsigned long bad = race_bad_pages(buf, npages, (uintptr_t)addr,
-					   variant->frees);
+					   self->pmd,
+					   race_zero_from(self, variant));
 
 	if (bad) {
 		/* The first bad word, printed. */
@@ -760,7 +784,8 @@ static int walk_once(FIXTURE_DATA(walk) *self,
 			return -errno;
 		if (!pid)
 			_exit(race_bad_pages(self->p, RACE_RANGES * n,
-					     (uintptr_t)self->p, false) ? 1 : 0);
+					     (uintptr_t)self->p, self->pmd,
+					     RACE_NO_ZERO) ? 1 : 0);
 		if (waitpid(pid, &st, 0) != pid)
 			return -errno;
 		if (!WIFEXITED(st) || WEXITSTATUS(st)) {
@@ -778,7 +803,8 @@ static int walk_once(FIXTURE_DATA(walk) *self,
 				    n, &cmd);
 		if (ret)
 			return ret;
-		if (!race_bad_pages(self->wbuf, n, (uintptr_t)p, false))
+		if (!race_bad_pages(self->wbuf, n, (uintptr_t)p, self->pmd,
+				    RACE_NO_ZERO))
 			return 0;
 		/*
 		 * Known bug hmm_absent_pmd_offset: a device PMD the mirror
@@ -957,8 +983,8 @@ TEST_F_TIMEOUT(walk, vs_migration, HMM_FOLIO_TIMEOUT(60))
 					range(self, r), NULL, self->npages,
 					NULL), 0);
 		ASSERT_EQ(race_bad_pages(range(self, r), self->npages,
-					 (uintptr_t)range(self, r),
-					 variant->frees), 0)
+					 (uintptr_t)range(self, r), self->pmd,
+					 race_zero_from(self, variant)), 0)
 			TH_LOG("range %d after the race", r);
 	}
 	/* Dropped pages read back as the zero page: only the data counts. */
