@@ -426,8 +426,9 @@ TEST_F_TIMEOUT(release_race, migrate_to_dev, HMM_FOLIO_TIMEOUT(60))
 
 	ASSERT_EQ(pthread_create(&tm, NULL, rr_migrator, self), 0);
 	ASSERT_EQ(pthread_create(&tr, NULL, rr_releaser, self), 0);
-	ms = hmm_folio_race_watch(&self->stop, &self->exited, rounds, RR_MS,
-				  RR_STALL_MS * hmm_folio_timeout_scale(), &stuck);
+	ms = hmm_folio_race_watch(&self->stop, &self->exited, rounds, NULL,
+				  RR_MS, RR_STALL_MS * hmm_folio_timeout_scale(),
+				  &stuck);
 	/* Both stuck in the kernel cannot be joined: fail, leave them. */
 	ASSERT_NE(ms, 0)
 		TH_LOG("the %s thread is stuck (%lu migrations, %lu releases)",

@@ -1019,8 +1019,20 @@ static void race_dump_stacks(void)
 	closedir(d);
 }
 
+/* Every counter of @need (NULL, or NULL entries: none) nonzero. */
+static bool race_watch_enough(unsigned long *const need[2])
+{
+	int i;
+
+	for (i = 0; need && i < 2; i++)
+		if (need[i] && !__atomic_load_n(need[i], __ATOMIC_RELAXED))
+			return false;
+	return true;
+}
+
 unsigned long hmm_folio_race_watch(bool *stop, int *exited,
 				   unsigned long *const rounds[2][2],
+				   unsigned long *const need[2],
 				   unsigned long ms, unsigned long stall_ms,
 				   int *stuck)
 {
@@ -1048,7 +1060,8 @@ unsigned long hmm_folio_race_watch(bool *stop, int *exited,
 				return 0;
 			}
 		}
-		if (now - start >= ms)
+		if (now - start >= ms &&
+		    (race_watch_enough(need) || now - start >= 4 * ms))
 			__atomic_store_n(stop, true, __ATOMIC_RELEASE);
 	}
 }

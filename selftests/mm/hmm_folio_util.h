@@ -345,13 +345,16 @@ int hmm_folio_clear_soft_dirty(void);
  * The watch over a race of two threads that count their rounds in
  * @rounds[0] and @rounds[1] (each a pair of counters, read __atomic) and
  * add themselves to @exited (__atomic) when they return: after @ms it sets
- * @stop (__atomic) and waits for both to exit. Returns the milliseconds
+ * @stop (__atomic) and waits for both to exit; with @need, only once each
+ * non-NULL @need[i] is nonzero too (a thread slowed down by the other
+ * gets up to 4 * @ms for a round that counts). Returns the milliseconds
  * it ran, or 0 when thread 0 or 1 (*@stuck) did no round for @stall_ms,
  * after printing each thread's /proc stack as "# " lines: a thread stuck
  * in the kernel cannot be joined, the caller fails.
  */
 unsigned long hmm_folio_race_watch(bool *stop, int *exited,
 				   unsigned long *const rounds[2][2],
+				   unsigned long *const need[2],
 				   unsigned long ms, unsigned long stall_ms,
 				   int *stuck);
 
